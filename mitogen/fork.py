@@ -1,0 +1,91 @@
+"""Connection method `fork`: a child made by fork() of this process.
+
+The child keeps every module this process has imported, so it starts in a
+few milliseconds; it is reset to a clean state (descriptors, logging,
+threads, signal handlers) before it serves calls.
+"""
+
+import logging
+import os
+import random
+import signal
+import sys
+import traceback
+import warnings
+
+import mitogen.core
+import mitogen.parent
+
+
+class Options(mitogen.parent.Options):
+    """Options of `router.fork()`.
+
+    :param on_fork: called in the child right after fork().
+    :param on_start: called in the child with its ExternalContext before it
+        serves calls.
+    """
+
+    def __init__(self, max_message_size, name=None, remote_name=None,
+                 debug=False, connect_timeout=None, profiling=False,
+                 unidirectional=False, old_router=None, on_fork=None,
+                 on_start=None):
+        super().__init__(max_message_size, name=name, remote_name=remote_name,
+                         debug=debug, connect_timeout=connect_timeout,
+                         profiling=profiling, unidirectional=unidirectional,
+                         old_router=old_router)
+        self.on_fork = on_fork
+        self.on_start = on_start
+
+
+def reset_logging_framework():
+    """Drop every handler inherited from the parent."""
+    for logger in [logging.getLogger()] + [
+            obj for obj in logging.Logger.manager.loggerDict.values()
+            if isinstance(obj, logging.Logger)]:
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+
+
+class Connection(mitogen.parent.Connection):
+    """Fork, then run ExternalContext in the child on one end of a
+    socketpair."""
+
+    options_class = Options
+    name_prefix = 'fork'
+    sends_preamble = False
+
+    def start_child(self):
+        parent_sock, child_sock = mitogen.parent.create_socketpair()
+        config = self.get_econtext_config()
+        mitogen.parent.get_preamble()
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', '.*multi-threaded.*',
+                                    DeprecationWarning)
+            pid = os.fork()
+        if pid:
+            child_sock.close()
+            fd = parent_sock.detach()
+            return mitogen.parent.Process(pid, stdin=fd, stdout=fd)
+        try:
+            parent_sock.close()
+            self._child_main(child_sock.detach(), config)
+        except BaseException:
+            os.write(2, traceback.format_exc().encode('utf-8', 'replace'))
+        os._exit(1)
+
+    def _child_main(self, fd, config):
+        os.closerange(3, fd)
+        os.closerange(fd + 1, 65536)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        random.seed()
+        reset_logging_framework()
+        mitogen.core.Dispatcher._error_by_chain_id.clear()
+        sys.meta_path = [f for f in sys.meta_path
+                         if not isinstance(f, mitogen.core.Importer)]
+        if self.options.on_fork:
+            self.options.on_fork()
+        config.update(in_fd=fd, out_fd=fd, fork=True,
+                      on_start=self.options.on_start)
+        mitogen.core.ExternalContext(config).main()

@@ -1,0 +1,1008 @@
+"""The parent side: everything a context needs to start and manage children.
+
+Owns: the stage-0 command and the compressed bootstrap bundle, child process
+creation and reaping, the Connection/Options base every connection method
+extends, the bootstrap handshake, routing upkeep (RouteMonitor), context ID
+blocks for non-master parents, module forwarding through intermediate
+contexts, CallChain and the call methods of Context, and the better pollers.
+This module is imported over the wire by children that start grandchildren.
+"""
+
+import base64
+import errno
+import importlib
+import itertools
+import logging
+import marshal
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import zlib
+
+import mitogen
+import mitogen.core
+from mitogen.core import LOG, Message, StreamError, listen
+
+#: Seconds a connection attempt may take by default.
+DEFAULT_CONNECT_TIMEOUT = 30.0
+
+#: Lines of a child's early output kept for error messages.
+DIAG_LINES = 30
+
+STAGE0 = '''import os,sys,zlib
+def R(n):
+ b=b""
+ while len(b)<n:
+  c=os.read(0,n-len(b))
+  if not c:raise SystemExit("mitogen: EOF during bootstrap")
+  b+=c
+ return b
+os.write(1,b"MITO000\\n")
+b=R(int(R(10)))
+d=zlib.decompress(b).split(b"\\0")
+exec(d[0])
+'''
+
+# Stage 2: runs inside stage 0's globals (R, b, d), loads the bundled
+# modules, reads the per-child config and starts ExternalContext.
+LOADER = '''import marshal
+c=marshal.loads(R(int(R(10))))
+for i in range(1,len(d),2):
+ n=d[i].decode();m=type(sys)(n);m.__file__="master:"+n;m.__package__="mitogen"
+ if n=="mitogen":m.__path__=[]
+ else:setattr(sys.modules["mitogen"],n[8:],m)
+ sys.modules[n]=m;exec(compile(d[i+1],m.__file__,"exec"),m.__dict__)
+c["preamble"]=b
+sys.modules["mitogen.core"].ExternalContext(c).main()
+'''
+
+#: Modules in the bootstrap bundle, in load order.
+BOOTSTRAP_MODULES = ('mitogen', 'mitogen.core')
+
+
+def get_stage0_command():
+    """Return the `-c` argument that bootstraps a child: printable ASCII
+    only, so no shell quoting quirk can damage it."""
+    packed = base64.b64encode(zlib.compress(STAGE0.encode(), 9)).decode()
+    return ('import base64,zlib;exec(zlib.decompress(base64.b64decode("%s")))'
+            % (packed,))
+
+
+def _build_preamble():
+    import mitogen.minify
+    parts = [LOADER.encode()]
+    for name in BOOTSTRAP_MODULES:
+        module = sys.modules[name]
+        path = module.__file__
+        with open(path, 'rb') as fp:
+            source = mitogen.minify.minimize_source(fp.read().decode('utf-8'))
+        data = source.encode('utf-8')
+        if b'\0' in data:
+            raise ValueError('%s contains a NUL byte' % (path,))
+        parts += [name.encode(), data]
+    return zlib.compress(b'\0'.join(parts), 9)
+
+
+def get_preamble():
+    """Return the compressed bootstrap bundle, building it once."""
+    if mitogen.core._preamble is None:
+        mitogen.core._preamble = _build_preamble()
+    return mitogen.core._preamble
+
+
+def frame_blob(data):
+    """Prefix `data` with its length as stage 0 and the loader read it."""
+    return ('%010d' % (len(data),)).encode() + data
+
+
+def get_log_level():
+    return logging.getLogger().getEffectiveLevel()
+
+
+# ---------------------------------------------------------------------------
+# Pollers.
+
+class PollPoller(mitogen.core.Poller):
+    """Poller based on poll(2)."""
+
+    _repr = 'PollPoller()'
+
+    def __init__(self):
+        super().__init__()
+        self._pollobj = select.poll()
+
+    def _update(self, fd):
+        mask = ((fd in self._rfds and select.POLLIN) |
+                (fd in self._wfds and select.POLLOUT))
+        if mask:
+            self._pollobj.register(fd, mask)
+        else:
+            try:
+                self._pollobj.unregister(fd)
+            except KeyError:
+                pass
+
+    def start_receive(self, fd, data=None):
+        super().start_receive(fd, data)
+        self._update(fd)
+
+    def stop_receive(self, fd):
+        super().stop_receive(fd)
+        self._update(fd)
+
+    def start_transmit(self, fd, data=None):
+        super().start_transmit(fd, data)
+        self._update(fd)
+
+    def stop_transmit(self, fd):
+        super().stop_transmit(fd)
+        self._update(fd)
+
+    def _poll(self, timeout):
+        if timeout is not None:
+            timeout *= 1000
+        try:
+            events = self._pollobj.poll(timeout)
+        except InterruptedError:
+            return
+        for fd, event in events:
+            if event & (select.POLLIN | select.POLLHUP | select.POLLERR) \
+                    and fd in self._rfds:
+                yield self._rfds[fd]
+            if event & (select.POLLOUT | select.POLLERR) and \
+                    fd in self._wfds:
+                yield self._wfds[fd]
+
+
+class EpollPoller(mitogen.core.Poller):
+    """Poller based on Linux epoll(7)."""
+
+    _repr = 'EpollPoller()'
+
+    def __init__(self):
+        super().__init__()
+        self._epoll = select.epoll(32)
+        self._registered = set()
+
+    def close(self):
+        self._epoll.close()
+
+    def _update(self, fd):
+        mask = ((fd in self._rfds and select.EPOLLIN) |
+                (fd in self._wfds and select.EPOLLOUT))
+        try:
+            if mask and fd in self._registered:
+                self._epoll.modify(fd, mask)
+            elif mask:
+                self._epoll.register(fd, mask)
+                self._registered.add(fd)
+            elif fd in self._registered:
+                self._registered.discard(fd)
+                self._epoll.unregister(fd)
+        except OSError as e:
+            if e.errno not in (errno.EBADF, errno.ENOENT):
+                raise
+
+    def start_receive(self, fd, data=None):
+        super().start_receive(fd, data)
+        self._update(fd)
+
+    def stop_receive(self, fd):
+        super().stop_receive(fd)
+        self._update(fd)
+
+    def start_transmit(self, fd, data=None):
+        super().start_transmit(fd, data)
+        self._update(fd)
+
+    def stop_transmit(self, fd):
+        super().stop_transmit(fd)
+        self._update(fd)
+
+    def _poll(self, timeout):
+        try:
+            events = self._epoll.poll(-1 if timeout is None else timeout, 64)
+        except InterruptedError:
+            return
+        for fd, event in events:
+            if event & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR) \
+                    and fd in self._rfds:
+                yield self._rfds[fd]
+            if event & (select.EPOLLOUT | select.EPOLLERR) and \
+                    fd in self._wfds:
+                yield self._wfds[fd]
+
+
+PREFERRED_POLLER = EpollPoller if hasattr(select, 'epoll') else PollPoller
+
+
+# ---------------------------------------------------------------------------
+# Child processes.
+
+def create_socketpair(size=None):
+    """Return a connected pair of UNIX stream sockets, buffers enlarged to
+    `size` bytes."""
+    parent, child = socket.socketpair()
+    for sock in parent, child:
+        if size:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    return parent, child
+
+
+class Process:
+    """A child process and the descriptors the parent talks to it with."""
+
+    def __init__(self, pid, stdin, stdout, stderr=None):
+        self.pid = pid
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self.returncode = None
+
+    def __repr__(self):
+        return '%s(pid=%d)' % (type(self).__name__, self.pid)
+
+    def poll(self):
+        """Return the wait status once the process has exited, else None."""
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = self.pid, 0
+            if pid:
+                self.returncode = status
+        return self.returncode
+
+    def signal(self, signum):
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, signum)
+            except ProcessLookupError:
+                pass
+
+
+class PopenProcess(Process):
+    """A Process created by subprocess.Popen."""
+
+    def __init__(self, proc, stdin, stdout, stderr=None):
+        super().__init__(proc.pid, stdin, stdout, stderr)
+        self.proc = proc
+
+    def poll(self):
+        self.returncode = self.proc.poll()
+        return self.returncode
+
+
+def create_child(args, merge_stdio=False, stderr_pipe=True, env=None):
+    """Start `args` with stdin and stdout on one end of a socketpair, in a
+    new session so terminal signals reach only us.
+
+    :returns: PopenProcess whose stdin/stdout are the parent's socket fd and
+        whose stderr is a pipe to the child's stderr (or None).
+    """
+    parent_sock, child_sock = create_socketpair()
+    stderr_r = stderr_w = None
+    if merge_stdio:
+        stderr_w = child_sock.fileno()
+    elif stderr_pipe:
+        stderr_r, stderr_w = mitogen.core.pipe()
+    try:
+        proc = subprocess.Popen(
+            args, stdin=child_sock, stdout=child_sock, stderr=stderr_w,
+            close_fds=True, start_new_session=True, env=env)
+    except OSError:
+        parent_sock.close()
+        if stderr_r is not None:
+            os.close(stderr_r)
+        raise
+    finally:
+        child_sock.close()
+        if stderr_r is not None:
+            os.close(stderr_w)
+    fd = parent_sock.detach()
+    mitogen.core.set_cloexec(fd)
+    return PopenProcess(proc, stdin=fd, stdout=fd, stderr=stderr_r)
+
+
+class Reaper:
+    """Collect a child's exit status after its stream disconnects, sending
+    SIGTERM and then SIGKILL if it lingers, and never leaving it behind at
+    Broker exit."""
+
+    #: Delays between polls, in seconds.
+    DELAYS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.5, 0.5, 0.5,
+              1.0, 1.0, 1.0)
+    #: Poll count after which SIGTERM is sent.
+    TERM_AFTER = 9
+    #: Poll count after which SIGKILL is sent.
+    KILL_AFTER = 12
+
+    def __init__(self, broker, proc, kill):
+        self.broker = broker
+        self.proc = proc
+        self.kill = kill
+        self._count = 0
+
+    def start(self):
+        """Begin reaping; call on the Broker thread."""
+        listen(self.broker, 'exit', self._on_broker_exit)
+        if self.kill:
+            self.proc.signal(signal.SIGTERM)
+        self._reap()
+
+    def _done(self):
+        LOG.debug('%r: exited with status %r', self.proc,
+                  self.proc.returncode)
+        mitogen.core.fire(self.proc, 'exit')
+        try:
+            mitogen.core.unlisten(self.broker, 'exit', self._on_broker_exit)
+        except ValueError:
+            pass
+
+    def _reap(self):
+        if self.proc.poll() is not None:
+            return self._done()
+        if self._count == self.TERM_AFTER:
+            LOG.debug('%r: still alive; sending SIGTERM', self.proc)
+            self.proc.signal(signal.SIGTERM)
+        elif self._count == self.KILL_AFTER:
+            LOG.warning('%r: still alive after SIGTERM; sending SIGKILL',
+                        self.proc)
+            self.proc.signal(signal.SIGKILL)
+        if self._count < len(self.DELAYS):
+            delay = self.DELAYS[self._count]
+            self._count += 1
+            self.broker.timers.schedule(mitogen.core.now() + delay,
+                                        self._reap)
+        else:
+            self._on_broker_exit()
+
+    def _on_broker_exit(self):
+        """Final, blocking reap: the Broker is going away."""
+        for signum, wait in ((None, 0.5), (signal.SIGTERM, 1.0),
+                             (signal.SIGKILL, 5.0)):
+            if signum is not None:
+                self.proc.signal(signum)
+            deadline = mitogen.core.now() + wait
+            while self.proc.poll() is None and mitogen.core.now() < deadline:
+                threading.Event().wait(0.01)
+            if self.proc.returncode is not None:
+                return self._done()
+        LOG.error('%r: could not reap the process', self.proc)
+
+
+# ---------------------------------------------------------------------------
+# Protocols used while bootstrapping.
+
+class LogProtocol(mitogen.core.DelimitedProtocol):
+    """Log lines from a child's diagnostic (stderr) descriptor, keeping the
+    last few for error messages."""
+
+    def __init__(self, conn):
+        self._conn = conn
+
+    def on_line_received(self, line):
+        text = mitogen.core.to_text(line).rstrip('\r')
+        self._conn.diag_lines.append(text)
+        del self._conn.diag_lines[:-DIAG_LINES]
+        LOG.debug('%s: %s', self._conn.name, text)
+
+    def on_partial_line_received(self, line):
+        self._conn.on_partial_diag(mitogen.core.to_text(line))
+
+
+class BootstrapProtocol(mitogen.core.DelimitedProtocol):
+    """Drive the child's stdio until it prints MITO001, then hand the stream
+    to MitogenProtocol."""
+
+    def __init__(self, conn, broker):
+        self._conn = conn
+        self._writer = mitogen.core.BufferedWriter(broker, self)
+
+    def write(self, data):
+        self._writer.write(data)
+
+    def on_transmit(self, broker):
+        self._writer.on_transmit(broker)
+
+    def on_line_received(self, line):
+        if line == b'MITO000':
+            return True
+        if line == b'MITO001':
+            self._conn._on_bootstrap_done(self.stream)
+            return False
+        return LogProtocol.on_line_received(self, line)
+
+    def on_partial_line_received(self, line):
+        self._conn.on_partial_diag(mitogen.core.to_text(line))
+
+
+class MitogenProtocol(mitogen.core.MitogenProtocol):
+    """The parent's end of a link to a child: asks the child to shut down
+    when the Broker does."""
+
+    def on_shutdown(self, broker):
+        """Ask the child to shut down; it disconnects when done, or the
+        Broker forces the stream closed after its shutdown_timeout."""
+        LOG.debug('%r: asking context %d to shut down', self, self.remote_id)
+        self._send(Message(dst_id=self.remote_id, handle=mitogen.core.SHUTDOWN))
+
+
+# ---------------------------------------------------------------------------
+# Connections.
+
+class Options:
+    """Settings common to every connection method.
+
+    :param str name: context name (defaults to `<method>.<detail>`).
+    :param python_path: interpreter to run (a path or argv list).
+    :param str remote_name: name shown for the context on the other side.
+    :param bool debug: log at DEBUG to /tmp/mitogen.<pid>.log in the child.
+    :param float connect_timeout: seconds allowed to bring the context up.
+    """
+
+    name = None
+
+    def __init__(self, max_message_size, name=None, remote_name=None,
+                 python_path=None, debug=False, connect_timeout=None,
+                 profiling=False, unidirectional=False, old_router=None):
+        self.name = name
+        self.remote_name = remote_name
+        self.python_path = python_path or self.default_python_path()
+        self.debug = debug
+        self.connect_timeout = float(connect_timeout or DEFAULT_CONNECT_TIMEOUT)
+        self.profiling = profiling
+        self.unidirectional = unidirectional
+        self.max_message_size = max_message_size
+        self.old_router = old_router
+
+    def default_python_path(self):
+        return sys.executable
+
+
+class EofError(StreamError):
+    """The child exited or closed its output before finishing bootstrap."""
+
+
+class Connection:
+    """Start one child and bring it up to a connected Context.
+
+    Subclasses override get_boot_command() (and start_child() for methods
+    that do not exec an interpreter), plus on_partial_diag() to answer
+    prompts."""
+
+    options_class = Options
+    stream_protocol_class = MitogenProtocol
+    bootstrap_protocol_class = BootstrapProtocol
+    diag_protocol_class = LogProtocol
+    #: Prefix of generated context names.
+    name_prefix = 'local'
+    #: True if the child process is the interpreter itself.
+    child_is_immediate_subprocess = True
+    #: True if the bootstrap bundle must be written to the child.
+    sends_preamble = True
+
+    proc = None
+    exception = None
+    timer = None
+
+    def __init__(self, options, router):
+        self.options = options
+        self._router = router
+        self.diag_lines = []
+        self.name = options.name
+
+    def __repr__(self):
+        return '%s(%r)' % (type(self).__name__, self.name)
+
+    def get_python_argv(self):
+        path = self.options.python_path
+        return list(path) if isinstance(path, (list, tuple)) else [path]
+
+    def get_boot_command(self):
+        return self.get_python_argv() + ['-c', get_stage0_command()]
+
+    def get_econtext_config(self):
+        return {
+            'context_id': self.context.context_id,
+            'parent_ids': [mitogen.context_id] + list(mitogen.parent_ids),
+            'name': self.options.remote_name or self.name,
+            'in_fd': 0,
+            'out_fd': 1,
+            'log_level': get_log_level(),
+            'debug': self.options.debug,
+            'max_message_size': self.options.max_message_size,
+            'whitelist': [],
+            'blacklist': [],
+        }
+
+    def get_preamble_payload(self):
+        config = marshal.dumps(self.get_econtext_config(), 2)
+        return frame_blob(get_preamble()) + frame_blob(config)
+
+    def start_child(self):
+        args = self.get_boot_command()
+        LOG.debug('%r: starting %s', self, args[0])
+        try:
+            return create_child(args)
+        except OSError as e:
+            raise StreamError('could not start %s for %s: %s',
+                              args[0], self.name, e)
+
+    def describe(self):
+        """A phrase naming what we connect to, for error messages."""
+        return '%s context %s' % (self.name_prefix, self.name)
+
+    def connect(self, context):
+        """Start the child and wait until it is connected or failed."""
+        self.context = context
+        self._latch = mitogen.core.Latch()
+        self.proc = self.start_child()
+        if self.name is None:
+            self.name = '%s.%d' % (self.name_prefix, self.proc.pid)
+        context.name = self.name
+        self._router.broker.defer(self._async_connect)
+        error = self._latch.get(timeout=self.options.connect_timeout + 10)
+        if error is not None:
+            raise error
+        return context
+
+    def _async_connect(self):
+        self.timer = self._router.broker.timers.schedule(
+            mitogen.core.now() + self.options.connect_timeout,
+            self._on_timeout)
+        stream = self.bootstrap_protocol_class.build_stream(
+            self, self._router.broker)
+        stream.name = self.name
+        stream.accept(self.proc.stdout, self.proc.stdin)
+        self.stdio_stream = stream
+        listen(stream, 'disconnect', self._on_stdio_disconnect)
+        self._router.broker.start_receive(stream)
+        if self.proc.stderr is not None:
+            diag = self.diag_protocol_class.build_stream(self)
+            diag.name = self.name + '.stderr'
+            diag.accept(self.proc.stderr, None)
+            diag.receive_side.keep_alive = False
+            self._router.broker.start_receive(diag)
+            self.diag_stream = diag
+        else:
+            self.diag_stream = None
+        if self.sends_preamble:
+            stream.protocol.write(self.get_preamble_payload())
+
+    def on_partial_diag(self, text):
+        """Called with an unterminated line of child output: prompts."""
+
+    def _diag_text(self):
+        if not self.diag_lines:
+            return 'the child printed nothing'
+        return 'its last output was:\n' + '\n'.join(self.diag_lines[-10:])
+
+    def _on_timeout(self):
+        self._fail(mitogen.core.TimeoutError(
+            'Failed to set up %s: timed out after %.1f seconds; %s',
+            self.describe(), self.options.connect_timeout, self._diag_text()))
+
+    def _on_stdio_disconnect(self):
+        if self.exception is None and not self._latch.size():
+            self._fail(EofError(
+                'Failed to set up %s: the child exited or closed its '
+                'connection during bootstrap; %s', self.describe(),
+                self._diag_text()))
+
+    def _close_streams(self):
+        broker = self._router.broker
+        for stream in self.stdio_stream, self.diag_stream:
+            if stream is not None:
+                stream.on_disconnect(broker)
+
+    def _fail(self, exc):
+        """Abort the connection attempt; runs on the Broker thread."""
+        if self.exception is not None:
+            return
+        self.exception = exc
+        self.timer.cancel()
+        mitogen.core.unlisten(self.stdio_stream, 'disconnect',
+                              self._on_stdio_disconnect)
+        self._close_streams()
+        Reaper(self._router.broker, self.proc, kill=True).start()
+        self._latch.put(exc)
+
+    def _on_bootstrap_done(self, stream):
+        self.timer.cancel()
+        mitogen.core.unlisten(stream, 'disconnect', self._on_stdio_disconnect)
+        stream.set_protocol(self.stream_protocol_class(
+            self._router, self.context.context_id))
+        self._router.register(self.context, stream)
+        listen(stream, 'disconnect', self._on_stream_disconnect)
+        LOG.debug('%r: connected to context %d', self,
+                  self.context.context_id)
+        self._latch.put(None)
+
+    def _on_stream_disconnect(self):
+        if self.diag_stream is not None:
+            self.diag_stream.on_disconnect(self._router.broker)
+        Reaper(self._router.broker, self.proc,
+               kill=not self.child_is_immediate_subprocess).start()
+
+
+def get_connection_class(name):
+    """Return the Connection class of connection method `name`."""
+    try:
+        module = importlib.import_module('mitogen.' + name)
+    except ImportError:
+        raise mitogen.core.Error('unknown connection method %r', name)
+    return module.Connection
+
+
+# ---------------------------------------------------------------------------
+# Calls.
+
+class CallChain:
+    """Send CALL_FUNCTION messages to a context.
+
+    With `pipelined=True`, calls share a chain ID: once one fails, later
+    calls in the chain fail with the same error without running, until
+    reset(). This lets call_no_reply() be used for setup steps whose errors
+    still surface at the next call()."""
+
+    _counter = itertools.count()
+
+    def __init__(self, context, pipelined=False):
+        self.context = context
+        self.chain_id = self.make_chain_id() if pipelined else None
+
+    @classmethod
+    def make_chain_id(cls):
+        return '%s-%d-%x-%x' % (socket.gethostname(), os.getpid(),
+                                threading.get_ident(), next(cls._counter))
+
+    def reset(self):
+        """Forget any failure recorded for this chain and start a new one."""
+        if self.chain_id is None:
+            return
+        saved, self.chain_id = self.chain_id, None
+        try:
+            self.call_no_reply(mitogen.core.Dispatcher.forget_chain, saved)
+        finally:
+            self.chain_id = self.make_chain_id()
+
+    def make_msg(self, fn, *args, **kwargs):
+        owner = getattr(fn, '__self__', None)
+        if isinstance(owner, type):
+            modname, klass = owner.__module__, owner.__name__
+        elif owner is not None and not isinstance(owner, type(sys)):
+            raise TypeError('cannot call instance method %r remotely: use a '
+                            'function, classmethod or staticmethod' % (fn,))
+        else:
+            modname = fn.__module__
+            qual = fn.__qualname__.split('.')
+            if '<locals>' in qual or '<lambda>' in qual:
+                raise TypeError('cannot call %r remotely: nested functions '
+                                'and lambdas cannot be imported' % (fn,))
+            klass = '.'.join(qual[:-1]) or None
+        if modname == '__mitogen_main__':
+            modname = '__main__'
+        return Message.pickled(
+            (self.chain_id, modname, klass, fn.__name__, args,
+             mitogen.core.Kwargs(kwargs)),
+            handle=mitogen.core.CALL_FUNCTION)
+
+    def call_no_reply(self, fn, *args, **kwargs):
+        """Start `fn(*args, **kwargs)` remotely without waiting; a failure
+        is logged remotely (or recorded in the chain)."""
+        self.context.send(self.make_msg(fn, *args, **kwargs))
+
+    def call_async(self, fn, *args, **kwargs):
+        """Start `fn(*args, **kwargs)` remotely; return a Receiver whose
+        get(timeout=...) yields the reply message."""
+        return self.context.send_async(self.make_msg(fn, *args, **kwargs))
+
+    def call(self, fn, *args, **kwargs):
+        """Run `fn(*args, **kwargs)` remotely and return its result, raising
+        CallError if it raised (ChannelError if the context went away).
+        For a deadline use call_async(...).get(timeout=...).unpickle()."""
+        return self.call_async(fn, *args, **kwargs).get().unpickle()
+
+
+class Context(mitogen.core.Context):
+    """A Context that can run functions and be shut down."""
+
+    #: The Context this one was started through, if any.
+    via = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.default_call_chain = CallChain(self)
+
+    def __eq__(self, other):
+        return (isinstance(other, mitogen.core.Context) and
+                other.context_id == self.context_id and
+                other.router == self.router)
+
+    def __hash__(self):
+        return hash((self.router, self.context_id))
+
+    def call_async(self, fn, *args, **kwargs):
+        return self.default_call_chain.call_async(fn, *args, **kwargs)
+
+    def call(self, fn, *args, **kwargs):
+        return self.default_call_chain.call(fn, *args, **kwargs)
+
+    def call_no_reply(self, fn, *args, **kwargs):
+        self.default_call_chain.call_no_reply(fn, *args, **kwargs)
+
+    def shutdown(self, wait=False, timeout=None):
+        """Ask the context to shut down.
+
+        :returns: a Latch that receives None once the context disconnects;
+            with `wait=True`, block (up to `timeout` seconds) for it instead.
+        """
+        latch = mitogen.core.Latch()
+        listen(self, 'disconnect', lambda: latch.put(None))
+        if self.router.stream_by_id(self.context_id) is None:
+            latch.put(None)
+        self.send(Message(handle=mitogen.core.SHUTDOWN))
+        if wait:
+            latch.get(timeout=timeout)
+            return None
+        return latch
+
+
+# ---------------------------------------------------------------------------
+# Routing upkeep, IDs and module forwarding.
+
+class RouteMonitor:
+    """Keep routes to descendants up to date: announce new and lost
+    children upward (ADD_ROUTE/DEL_ROUTE) and lost contexts downward, and
+    accept announcements only for contexts a child may speak for."""
+
+    def __init__(self, router):
+        self.router = router
+        self._routes_by_stream = {}
+        router.add_handler(self._on_add_route, mitogen.core.ADD_ROUTE)
+        router.add_handler(self._on_del_route, mitogen.core.DEL_ROUTE,
+                           overwrite=True)
+
+    def _send(self, stream, handle, target_id, name=None):
+        data = ('%d:%s' % (target_id, name or '')).encode('utf-8')
+        stream.protocol._send(Message(
+            dst_id=stream.protocol.remote_id, handle=handle, data=data))
+
+    def _propagate_up(self, handle, target_id, name=None):
+        if self.router.parent_stream is not None:
+            self._send(self.router.parent_stream, handle, target_id, name)
+
+    def _propagate_down(self, handle, target_id):
+        for stream in list(self._routes_by_stream):
+            self._send(stream, handle, target_id)
+
+    def notice_stream(self, stream):
+        """Start tracking a newly connected child stream; Broker thread."""
+        target_id = stream.protocol.remote_id
+        self._routes_by_stream[stream] = {target_id}
+        listen(stream, 'disconnect', lambda: self._on_stream_disconnect(stream))
+        context = self.router.context_by_id(target_id)
+        self._propagate_up(mitogen.core.ADD_ROUTE, target_id, context.name)
+
+    def _on_stream_disconnect(self, stream):
+        for target_id in sorted(self._routes_by_stream.pop(stream, ())):
+            self._propagate_up(mitogen.core.DEL_ROUTE, target_id)
+            self._propagate_down(mitogen.core.DEL_ROUTE, target_id)
+
+    def _parse(self, msg):
+        target_id, _, name = msg.data.decode('utf-8').partition(':')
+        return int(target_id), name or None
+
+    def _on_add_route(self, msg):
+        if msg.is_dead:
+            return
+        stream = msg.stream
+        if stream not in self._routes_by_stream or \
+                msg.src_id != stream.protocol.remote_id:
+            LOG.error('%r: refused ADD_ROUTE %r: not from a direct child',
+                      self, msg)
+            return
+        target_id, name = self._parse(msg)
+        current = self.router._stream_by_id.get(target_id)
+        if target_id == mitogen.context_id or \
+                target_id in mitogen.parent_ids or \
+                (current is not None and current is not stream):
+            LOG.error('%r: refused ADD_ROUTE for %d from %r: that context '
+                      'is not behind it', self, target_id, stream)
+            return
+        self.router.add_route(target_id, stream)
+        self._routes_by_stream[stream].add(target_id)
+        self.router.context_by_id(target_id, name=name)
+        self._propagate_up(mitogen.core.ADD_ROUTE, target_id, name)
+
+    def _on_del_route(self, msg):
+        if msg.is_dead:
+            return
+        target_id, _ = self._parse(msg)
+        stream = msg.stream
+        if stream is not None and stream is self.router.parent_stream:
+            if self.router._stream_by_id.get(target_id) is None:
+                self.router._on_context_gone(target_id)
+                self._propagate_down(mitogen.core.DEL_ROUTE, target_id)
+            return
+        routes = self._routes_by_stream.get(stream)
+        if routes is None or target_id not in routes or \
+                target_id == stream.protocol.remote_id:
+            LOG.error('%r: refused DEL_ROUTE for %d from %r', self,
+                      target_id, stream)
+            return
+        routes.discard(target_id)
+        self.router.del_route(target_id)
+        self._propagate_up(mitogen.core.DEL_ROUTE, target_id)
+        for other in list(self._routes_by_stream):
+            if other is not stream:
+                self._send(other, mitogen.core.DEL_ROUTE, target_id)
+
+
+class ChildIdAllocator:
+    """Allocate context IDs in a non-master context from blocks granted by
+    the master."""
+
+    def __init__(self, router):
+        self.router = router
+        self._lock = threading.Lock()
+        self._it = iter(())
+
+    def allocate(self):
+        with self._lock:
+            for context_id in self._it:
+                return context_id
+            master = self.router.context_by_id(0)
+            start, end = master.send_await(
+                Message(handle=mitogen.core.ALLOCATE_ID))
+            self._it = iter(range(start + 1, end))
+            return start
+
+
+class ModuleForwarder:
+    """Answer GET_MODULE from children of an intermediate context from its
+    own Importer cache, fetching from upstream once per module."""
+
+    def __init__(self, router, importer):
+        self.router = router
+        self.importer = importer
+        self._sent = {}
+        router.add_handler(self._on_get_module, mitogen.core.GET_MODULE)
+
+    def __repr__(self):
+        return 'ModuleForwarder()'
+
+    def _on_get_module(self, msg):
+        if msg.is_dead:
+            return
+        fullname = msg.data.decode('utf-8')
+        self.importer._request_module(
+            fullname, lambda: self._on_cache(msg.src_id, fullname))
+
+    def _send(self, dst_id, tup):
+        sent = self._sent.setdefault(dst_id, set())
+        if tup[0] in sent:
+            return
+        sent.add(tup[0])
+        self.router._async_route(Message.pickled(
+            tup, dst_id=dst_id, handle=mitogen.core.LOAD_MODULE))
+
+    def _on_cache(self, dst_id, fullname):
+        tup = self.importer._cache.get(fullname)
+        if tup is None:
+            tup = (fullname, None, None, None, ())
+        for name in tup[4]:
+            related = self.importer._cache.get(name)
+            if related is not None and related[3] is not None:
+                self._send(dst_id, related)
+        self._send(dst_id, tup)
+
+
+class Router(mitogen.core.Router):
+    """A Router that can start children."""
+
+    context_class = Context
+    id_allocator = None
+    route_monitor = None
+
+    def __init__(self, broker):
+        super().__init__(broker)
+        self.route_monitor = RouteMonitor(self)
+
+    def upgrade(self, importer):
+        """Turn a child's core Router into one able to start grandchildren."""
+        self.id_allocator = ChildIdAllocator(self)
+        self.responder = ModuleForwarder(self, importer)
+        self.route_monitor = RouteMonitor(self)
+        for context in list(self._context_by_id.values()):
+            context.__class__ = Context
+            context.default_call_chain = CallChain(context)
+
+    def allocate_id(self):
+        return self.id_allocator.allocate()
+
+    def register(self, context, stream):
+        """Attach a child's stream; call on the Broker thread so ADD_ROUTE
+        leaves before anything the child sends is forwarded."""
+        super().register(context, stream)
+        self.route_monitor.notice_stream(stream)
+
+    def _connect(self, klass, name=None, **kwargs):
+        kwargs.setdefault('max_message_size', self.max_message_size)
+        kwargs['old_router'] = self
+        conn = klass(klass.options_class(name=name, **kwargs), self)
+        context = self.context_class(self, self.allocate_id())
+        return conn.connect(context)
+
+    def connect(self, method_name, name=None, **kwargs):
+        """Start a context using connection method `method_name` (a module
+        in the mitogen package), optionally through `via=` another
+        context."""
+        via = kwargs.pop('via', None)
+        if via is not None:
+            return self.proxy_connect(via, method_name, name=name, **kwargs)
+        return self._connect(get_connection_class(method_name), name=name,
+                             **kwargs)
+
+    def proxy_connect(self, via_context, method_name, name=None, **kwargs):
+        """Ask `via_context` to start the new context as its own child."""
+        resp = via_context.call(_proxy_connect, name=name,
+                                method_name=method_name,
+                                kwargs=mitogen.core.Kwargs(kwargs))
+        if resp['msg'] is not None:
+            raise _rebuild_error(resp['type'], resp['msg'])
+        context = self.context_by_id(resp['id'], name=resp['name'])
+        context.via = via_context
+        self.broker.defer(self._add_route_via, resp['id'], via_context)
+        return context
+
+    def _add_route_via(self, target_id, via_context):
+        if target_id not in self._stream_by_id:
+            stream = self.stream_by_id(via_context.context_id)
+            if stream is not None:
+                self.add_route(target_id, stream)
+
+    def local(self, **kwargs):
+        """Start a context in a new local interpreter."""
+        return self.connect('local', **kwargs)
+
+    def fork(self, **kwargs):
+        """Start a context in a fork of this process."""
+        return self.connect('fork', **kwargs)
+
+
+def _rebuild_error(type_name, msg):
+    modname, _, clsname = type_name.rpartition('.')
+    module = sys.modules.get(modname)
+    klass = getattr(module, clsname, None)
+    if isinstance(klass, type) and issubclass(klass, mitogen.core.Error):
+        return klass(msg)
+    return StreamError(msg)
+
+
+def upgrade_router(econtext):
+    """Make a child's Router able to start grandchildren (idempotent)."""
+    if not isinstance(econtext.router, Router):
+        econtext.router.__class__ = Router
+        econtext.router.upgrade(econtext.importer)
+
+
+@mitogen.core.takes_econtext
+def _proxy_connect(name, method_name, kwargs, econtext):
+    """Run in an intermediate context to start a grandchild for the
+    master."""
+    upgrade_router(econtext)
+    try:
+        context = econtext.router._connect(
+            get_connection_class(method_name), name=name, **kwargs)
+    except mitogen.core.StreamError as e:
+        return {'id': None, 'name': None, 'msg': str(e),
+                'type': mitogen.core.qualname(type(e))}
+    return {'id': context.context_id, 'name': context.name, 'msg': None,
+            'type': None}
