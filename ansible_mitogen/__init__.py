@@ -1,0 +1,1 @@
+"""Mitogen for Ansible: strategy plugins that run tasks through persistent contexts."""

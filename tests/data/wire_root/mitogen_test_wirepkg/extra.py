@@ -1,0 +1,3 @@
+"""A submodule nobody imports implicitly."""
+
+ANSWER = 42

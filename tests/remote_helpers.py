@@ -1,0 +1,128 @@
+"""Functions the tests call inside child contexts."""
+
+import importlib
+import logging
+import os
+import struct
+import sys
+import time
+
+import mitogen
+import mitogen.core
+
+
+def identity(value):
+    return value
+
+
+def getpid() -> int:
+    return os.getpid()
+
+
+def version_info() -> tuple:
+    return tuple(sys.version_info[:2])
+
+
+def context_ids():
+    return mitogen.context_id, mitogen.parent_id, list(mitogen.parent_ids)
+
+
+def raise_value_error(text):
+    raise ValueError(text)
+
+
+def sleep(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def import_and_report(modname, attr=None):
+    """Import `modname`; return its __file__ and optionally one attribute."""
+    module = importlib.import_module(modname)
+    return getattr(module, '__file__', None), getattr(module, attr) if attr else None
+
+
+def try_import(modname):
+    try:
+        importlib.import_module(modname)
+    except ImportError as e:
+        return 'ImportError: %s' % (e,)
+    return 'imported'
+
+
+def log_and_print(text):
+    logging.getLogger('remote.test').warning('logged %s', text)
+    print('printed %s' % (text,))
+    sys.stdout.flush()
+    os.write(2, ('stderr %s\n' % (text,)).encode())
+    return True
+
+
+@mitogen.core.takes_econtext
+def write_raw_to_parent(data, econtext):
+    """Write raw bytes straight onto the link to the parent."""
+    os.write(econtext.router.parent_stream.transmit_side.fd, data)
+    return True
+
+
+@mitogen.core.takes_econtext
+def write_oversized_header(econtext):
+    header = mitogen.core.HEADER.pack(mitogen.core.MAGIC, 0, 0, mitogen.context_id,
+                                      mitogen.context_id, 1000, 0, 0x7fffffff)
+    os.write(econtext.router.parent_stream.transmit_side.fd, header)
+    return True
+
+
+class Unlisted:
+    """A type the serialiser must refuse."""
+
+
+def return_unlisted():
+    return Unlisted()
+
+
+def accept_anything(value):
+    return repr(value)
+
+
+@mitogen.core.takes_router
+def call_function_in(context_id, router, auth_id=None):
+    """Send a CALL_FUNCTION to `context_id` and report what came back."""
+    msg = mitogen.core.Message.pickled(
+        (None, 'os', None, 'getpid', (), mitogen.core.Kwargs()),
+        handle=mitogen.core.CALL_FUNCTION)
+    if auth_id is not None:
+        msg.auth_id = auth_id
+    context = router.context_by_id(context_id)
+    recv = context.send_async(msg)
+    try:
+        return 'reply: %r' % (recv.get(timeout=3).unpickle(),)
+    except mitogen.core.ChannelError as e:
+        return 'ChannelError: %s' % (e,)
+    except mitogen.core.TimeoutError:
+        return 'timeout'
+
+
+@mitogen.core.takes_router
+def send_add_route(target_id, router):
+    """Claim (falsely) that `target_id` lives behind this context."""
+    msg = mitogen.core.Message(handle=mitogen.core.ADD_ROUTE,
+                               data=('%d:evil' % target_id).encode())
+    router.context_by_id(mitogen.parent_id).send(msg)
+    return True
+
+
+_chain_state = []
+
+
+def append_state(value):
+    _chain_state.append(value)
+    return list(_chain_state)
+
+
+def fail_in_chain():
+    raise RuntimeError('chain step failed')
+
+
+def pack_u32(n):
+    return struct.pack('>L', n)

@@ -1,0 +1,180 @@
+"""Local and fork contexts: conformance, calls, chains, routing and IDs."""
+
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+
+import mitogen.core
+import mitogen.parent
+from tests import conformance, remote_helpers
+
+
+def pyenv_pythons():
+    root = os.environ.get('PYENV_ROOT') or os.path.expanduser('~/.pyenv')
+    found = {}
+    for path in glob.glob(os.path.join(root, 'versions', '3.*', 'bin', 'python3.*')):
+        name = os.path.basename(path)
+        if name.count('.') == 1 and name[len('python3.'):].isdigit():
+            found[name] = path
+    return [found[k] for k in sorted(found, key=lambda n: int(n.split('.')[1]))]
+
+
+def test_local_conformance(router):
+    conformance.check_transport(router, router.local())
+
+
+def test_fork_conformance(router):
+    conformance.check_transport(router, router.fork(), expect_wire_import=False)
+
+
+def test_local_via_local_conformance(router):
+    parent = router.local(name='hop1')
+    conformance.check_transport(router, router.local(via=parent, name='hop2'))
+
+
+def test_fork_via_local_conformance(router):
+    parent = router.local()
+    conformance.check_transport(router, router.fork(via=parent))
+
+
+@pytest.mark.parametrize('python', pyenv_pythons(), ids=os.path.basename)
+def test_local_on_every_python(router, python):
+    context = router.local(python_path=python)
+    major_minor = tuple(int(x) for x in os.path.basename(python)[len('python'):].split('.'))
+    assert context.call(remote_helpers.version_info) == major_minor
+    path, value = context.call(remote_helpers.import_and_report, 'mitogen_test_wirepkg', 'VALUE')
+    assert value == 'wirepkg' and path.startswith('master:')
+
+
+def test_every_supported_python_is_installed():
+    versions = {os.path.basename(p) for p in pyenv_pythons()}
+    assert {'python3.%d' % n for n in range(6, 14)} <= versions
+
+
+def test_context_ids_and_names(router):
+    a = router.local(name='alpha')
+    b = router.local(via=a, name='beta')
+    assert a.name == 'alpha' and b.name == 'beta'
+    assert a.call(remote_helpers.context_ids) == (a.context_id, 0, [0])
+    b_id, b_parent, b_parents = b.call(remote_helpers.context_ids)
+    assert (b_id, b_parent, b_parents) == (b.context_id, a.context_id, [a.context_id, 0])
+    assert b.context_id >= 1000 or b.context_id > a.context_id
+
+
+def test_myself(router):
+    assert router.myself().context_id == 0
+
+
+def test_call_async_and_timeout(router):
+    context = router.fork()
+    recv = context.call_async(remote_helpers.sleep, 0.3)
+    with pytest.raises(mitogen.core.TimeoutError):
+        recv.get(timeout=0.05)
+    assert recv.get(timeout=10).unpickle() == 0.3
+
+
+def test_call_no_reply_is_ordered(router):
+    context = router.fork()
+    context.call_no_reply(remote_helpers.append_state, 'a')
+    context.call_no_reply(remote_helpers.append_state, 'b')
+    assert context.call(remote_helpers.append_state, 'c') == ['a', 'b', 'c']
+
+
+def test_pipelined_call_chain(router):
+    context = router.fork()
+    chain = mitogen.parent.CallChain(context, pipelined=True)
+    chain.call_no_reply(remote_helpers.fail_in_chain)
+    with pytest.raises(mitogen.core.CallError) as info:
+        chain.call(remote_helpers.identity, 1)
+    assert 'chain step failed' in str(info.value)
+    chain.reset()
+    assert chain.call(remote_helpers.identity, 2) == 2
+
+
+def test_instance_methods_and_lambdas_refused(router):
+    context = router.fork()
+    with pytest.raises(TypeError):
+        context.call(lambda: 1)
+    with pytest.raises(TypeError):
+        context.call(remote_helpers.Unlisted().__init__)
+
+
+def test_fork_on_fork_and_on_start(router):
+    context = router.fork(on_fork=remote_helpers._chain_state.clear)
+    assert context.call(remote_helpers.append_state, 'x') == ['x']
+
+
+def test_local_missing_python_is_clear_error(router):
+    with pytest.raises(mitogen.core.StreamError) as info:
+        router.local(python_path='/nonexistent/python3')
+    assert '/nonexistent/python3' in str(info.value)
+
+
+def test_local_python_that_exits_names_output(router, tmp_path):
+    fake = tmp_path / 'python'
+    fake.write_text('#!/bin/sh\necho "no python here" >&2\nexit 3\n')
+    fake.chmod(0o755)
+    with pytest.raises(mitogen.parent.EofError) as info:
+        router.local(python_path=str(fake))
+    assert 'no python here' in str(info.value)
+
+
+def test_connect_timeout(router, tmp_path):
+    fake = tmp_path / 'python'
+    fake.write_text('#!/bin/sh\nexec sleep 30\n')
+    fake.chmod(0o755)
+    with pytest.raises(mitogen.core.TimeoutError) as info:
+        router.local(python_path=str(fake), connect_timeout=0.5)
+    assert 'timed out after 0.5 seconds' in str(info.value)
+
+
+def test_router_connect_by_name(router):
+    context = router.connect('local', name='by-name')
+    assert context.call(remote_helpers.identity, 'x') == 'x'
+    with pytest.raises(mitogen.core.Error):
+        router.connect('no_such_method')
+
+
+def test_main_guard_required(tmp_path):
+    """A script without a __main__ guard must not be served to children."""
+    script = tmp_path / 'unguarded.py'
+    script.write_text(
+        'import sys\n'
+        'sys.path.insert(0, %r)\n'
+        'import mitogen.utils, mitogen.core\n'
+        'def work():\n'
+        '    return 1\n'
+        'def main(router):\n'
+        '    c = router.local()\n'
+        '    try:\n'
+        '        c.call(work)\n'
+        '    except mitogen.core.CallError as e:\n'
+        '        print("REFUSED" if "__main__" in str(e) else "OTHER", flush=True)\n'
+        '    else:\n'
+        '        print("RAN", flush=True)\n'
+        'mitogen.utils.run_with_router(main)\n' % (mitogen.parent.__file__.rsplit('/', 2)[0],))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=60)
+    assert 'REFUSED' in out.stdout, out.stdout + out.stderr
+    assert 'refusing to serve' in out.stderr
+
+
+def test_main_decorator_program(tmp_path):
+    script = tmp_path / 'guarded.py'
+    script.write_text(
+        'import sys, os\n'
+        'sys.path.insert(0, %r)\n'
+        'import mitogen\n'
+        'def work():\n'
+        '    return os.getpid()\n'
+        '@mitogen.main()\n'
+        'def main(router):\n'
+        '    c = router.local()\n'
+        '    print("PID-DIFFERS" if c.call(work) != os.getpid() else "SAME", flush=True)\n'
+        % (mitogen.parent.__file__.rsplit('/', 2)[0],))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.stdout.strip() == 'PID-DIFFERS', out.stdout + out.stderr
