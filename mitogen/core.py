@@ -947,8 +947,8 @@ class MitogenProtocol(Protocol):
         self._router = router
         self.remote_id = remote_id
         self.auth_id = auth_id
-        self.is_privileged = (mitogen.is_master or
-                              remote_id in mitogen.parent_ids)
+        #: True if the peer is one of our ancestors.
+        self.is_privileged = remote_id in mitogen.parent_ids
         self._decoder = Decoder(router.max_message_size)
         self._writer = BufferedWriter(router.broker, self)
 

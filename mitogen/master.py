@@ -54,6 +54,20 @@ def get_child_modules(path, fullname=None):
     return sorted(name for _, name, _ in pkgutil.iter_modules(paths))
 
 
+def _search_path(fullname, path):
+    """Directories holding the submodules of package `fullname`."""
+    search = getattr(sys.modules.get(fullname), '__path__', None)
+    if search is None:
+        try:
+            spec = importlib.util.find_spec(fullname)
+        except (ImportError, ValueError):
+            spec = None
+        search = spec and spec.submodule_search_locations
+    if search is None and os.path.exists(path):
+        search = [os.path.dirname(path)]
+    return list(search or [])
+
+
 class FinderMethod:
     """One strategy for finding a module's source: find() returns
     `(path, source_bytes, is_pkg)` or None."""
@@ -260,10 +274,7 @@ class ModuleResponder:
         else:
             pkg_present = None
             if is_pkg:
-                module = sys.modules.get(fullname)
-                search = getattr(module, '__path__', None) or (
-                    [os.path.dirname(path)] if os.path.exists(path) else [])
-                pkg_present = get_child_modules(search)
+                pkg_present = get_child_modules(_search_path(fullname, path))
             related = (self._finder.find_related_imports(fullname)
                        if fullname != '__main__' else [])
             tup = (fullname, pkg_present, path,

@@ -1,0 +1,75 @@
+"""Import over the wire: packages, related modules, negative caching,
+namespace packages and per-hop caching."""
+
+import pytest
+
+import mitogen.parent
+from tests import remote_helpers
+
+
+def test_package_and_related_module_in_one_request(router):
+    context = router.local()
+    responder = router.responder
+    before = responder.get_module_count
+    path, helper_path = context.call(remote_helpers.import_and_report, 'mitogen_test_wirepkg',
+                                     None)[0], None
+    assert path.startswith('master:')
+    where = context.call(remote_helpers.import_and_report, 'mitogen_test_wirepkg.helper')[0]
+    assert where.startswith('master:')
+    requests = responder.get_module_count - before
+    assert requests == 1, 'helper should have been sent ahead with the package'
+
+
+def test_negative_answers_are_cached(router):
+    context = router.local()
+    responder = router.responder
+    assert context.call(remote_helpers.try_import, 'mitogen_no_such_mod').startswith('ImportError')
+    after_first = responder.get_module_count
+    assert context.call(remote_helpers.try_import, 'mitogen_no_such_mod').startswith('ImportError')
+    assert responder.get_module_count == after_first
+
+
+def test_missing_submodule_of_remote_package_not_requested(router):
+    context = router.local()
+    context.call(remote_helpers.import_and_report, 'mitogen_test_wirepkg')
+    before = router.responder.get_module_count
+    result = context.call(remote_helpers.try_import, 'mitogen_test_wirepkg.absent')
+    assert result.startswith('ImportError')
+    assert router.responder.get_module_count == before
+
+
+def test_namespace_package(router):
+    context = router.local()
+    path, name = context.call(remote_helpers.import_and_report, 'mitogen_test_nspkg.mod', 'NAME')
+    assert name == 'nspkg.mod' and path.startswith('master:')
+
+
+def test_stdlib_never_served(router):
+    tup = router.responder._build_tuple('json')
+    assert tup[3] is None
+
+
+def test_grandchildren_fetch_once_per_hop(router):
+    hop = router.local(name='hop')
+    leaves = [router.local(via=hop) for _ in range(2)]
+    counts = []
+    for leaf in leaves:
+        before = router.responder.get_module_count
+        path, value = leaf.call(remote_helpers.import_and_report, 'mitogen_test_wirepkg.extra',
+                                'ANSWER')
+        assert value == 42 and path.startswith('master:')
+        counts.append(router.responder.get_module_count - before)
+    assert counts[0] >= 1
+    assert counts[1] == 0, 'the intermediate context should have answered from its cache'
+
+
+@pytest.mark.parametrize('modname', ['mitogen.parent', 'mitogen.select', 'mitogen.utils'])
+def test_mitogen_modules_come_from_master(router, modname):
+    context = router.local()
+    path = context.call(remote_helpers.import_and_report, modname)[0]
+    assert path.startswith('master:') and path.endswith(modname.split('.')[1] + '.py')
+
+
+def test_bootstrap_budgets():
+    assert len(mitogen.parent.get_stage0_command()) < 1024
+    assert len(mitogen.parent.get_preamble()) <= 19108
