@@ -381,42 +381,59 @@ class Message:
 
 class Decoder:
     """Turn a byte stream into Messages; pure, no I/O. Raises StreamError on
-    a corrupt or oversized frame, after which the decoder must be dropped."""
+    a corrupt or oversized frame, after which the decoder must be dropped.
+
+    Chunks are only joined once a whole frame (or header) is present, so a
+    large frame costs one join rather than a copy per chunk."""
 
     def __init__(self, max_message_size=MAX_MESSAGE_SIZE):
         self.max_message_size = max_message_size
-        self._buf = bytearray()
+        self._chunks = []
+        self._size = 0
+        self._need = HEADER_LEN
 
     def __len__(self):
-        return len(self._buf)
+        return self._size
+
+    def _check(self, magic, enc, length):
+        if magic != MAGIC:
+            raise StreamError('corrupt frame: bad magic 0x%04x', magic)
+        if enc not in ENCODINGS:
+            raise StreamError('corrupt frame: unknown encoding %d', enc)
+        if length > self.max_message_size:
+            raise StreamError('oversized frame: %d bytes exceeds the '
+                              'maximum of %d', length, self.max_message_size)
 
     def feed(self, data):
-        buf = self._buf
-        buf += data
+        if data:
+            self._chunks.append(bytes(data))
+            self._size += len(data)
+        if self._size < self._need:
+            return []
+        buf = self._chunks[0] if len(self._chunks) == 1 else \
+            b''.join(self._chunks)
         msgs = []
         pos = 0
-        while len(buf) - pos >= HEADER_LEN:
+        while True:
+            if len(buf) - pos < HEADER_LEN:
+                need = HEADER_LEN
+                break
             (magic, enc, dst_id, src_id, auth_id, handle, reply_to,
              length) = HEADER.unpack_from(buf, pos)
-            if magic != MAGIC:
-                raise StreamError('corrupt frame: bad magic 0x%04x', magic)
-            if enc not in ENCODINGS:
-                raise StreamError('corrupt frame: unknown encoding %d', enc)
-            if length > self.max_message_size:
-                raise StreamError('oversized frame: %d bytes exceeds the '
-                                  'maximum of %d', length,
-                                  self.max_message_size)
+            self._check(magic, enc, length)
             end = pos + HEADER_LEN + length
             if len(buf) < end:
+                need = end - pos
                 break
-            with memoryview(buf) as view:
-                body = bytes(view[pos + HEADER_LEN:end])
             msgs.append(Message(dst_id=dst_id, src_id=src_id,
                                 auth_id=auth_id, handle=handle,
-                                reply_to=reply_to, data=body, encoding=enc))
+                                reply_to=reply_to, encoding=enc,
+                                data=buf[pos + HEADER_LEN:end]))
             pos = end
-        if pos:
-            del buf[:pos]
+        rest = buf[pos:] if pos else buf
+        self._chunks = [rest] if rest else []
+        self._size = len(rest)
+        self._need = need
         return msgs
 
 
