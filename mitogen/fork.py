@@ -55,7 +55,8 @@ class Connection(mitogen.parent.Connection):
     sends_preamble = False
 
     def start_child(self):
-        parent_sock, child_sock = mitogen.parent.create_socketpair(mitogen.parent.SOCKET_BUFFER_SIZE)
+        parent_sock, child_sock = mitogen.parent.create_socketpair(
+            mitogen.parent.SOCKET_BUFFER_SIZE)
         config = self.get_econtext_config()
         mitogen.parent.get_preamble()
         with warnings.catch_warnings():

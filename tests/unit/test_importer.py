@@ -11,8 +11,7 @@ def test_package_and_related_module_in_one_request(router):
     context = router.local()
     responder = router.responder
     before = responder.get_module_count
-    path, helper_path = context.call(remote_helpers.import_and_report, 'mitogen_test_wirepkg',
-                                     None)[0], None
+    path = context.call(remote_helpers.import_and_report, 'mitogen_test_wirepkg')[0]
     assert path.startswith('master:')
     where = context.call(remote_helpers.import_and_report, 'mitogen_test_wirepkg.helper')[0]
     assert where.startswith('master:')
