@@ -280,7 +280,15 @@ def _unpickle_sender(router, context_id, dst_handle):
     return Sender(router.context_by_id(context_id), dst_handle)
 
 
-_PLAIN_TYPES = ('_unpickle_call_error', 'Blob', 'Secret', 'Kwargs')
+#: Mitogen types an incoming pickle may construct, with the one plain type
+#: each accepts as its only argument.
+_SAFE_TYPES = {'Blob': bytes, 'Secret': str, 'Kwargs': dict}
+
+
+def _construct(name, args):
+    if len(args) != 1 or type(args[0]) is not _SAFE_TYPES[name]:
+        raise TypeError('cannot unpickle %s: bad input' % (name,))
+    return globals()[name](args[0])
 
 
 class _Unpickler(pickle.Unpickler):
@@ -292,8 +300,10 @@ class _Unpickler(pickle.Unpickler):
 
     def find_class(self, module, name):
         if module == __name__:
-            if name in _PLAIN_TYPES:
-                return globals()[name]
+            if name in _SAFE_TYPES:
+                return lambda *args: _construct(name, args)
+            if name == '_unpickle_call_error':
+                return _unpickle_call_error
             if name in ('_unpickle_context', '_unpickle_sender'):
                 func = globals()[name]
                 return lambda *args: func(self.router, *args)

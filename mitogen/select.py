@@ -116,7 +116,9 @@ class Select:
                     result = recv, recv.get(block=False)
                 else:
                     result = recv, recv.get(block=False, throw_dead=False)
-            except mitogen.core.TimeoutError:
+            except (mitogen.core.TimeoutError, Error):
+                # A stale notification: the receiver was drained or a nested
+                # Select emptied since it was posted.
                 continue
             if self._oneshot and recv in self._receivers:
                 self.remove(recv)

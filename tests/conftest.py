@@ -11,6 +11,8 @@ if ROOT not in sys.path:
 
 from tests.leakcheck import Snapshot  # noqa: E402
 
+pytest_plugins = ['tests.testbed.plugin']
+
 
 @pytest.fixture(autouse=True)
 def leak_check(request):
