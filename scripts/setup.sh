@@ -21,11 +21,22 @@ if [ -z "$pyenv_root" ] && command -v pyenv >/dev/null; then
 fi
 pyenv_root=${pyenv_root:-$HOME/.pyenv}
 
-controller=""
-for candidate in "$pyenv_root"/versions/3.12.*/bin/python3.12 "$(command -v python3.12 || true)"; do
-    if [ -n "$candidate" ] && [ -x "$candidate" ]; then controller=$candidate; break; fi
-done
-[ -n "$controller" ] || die "no Python 3.12 found (looked in $pyenv_root/versions and PATH)"
+find_python() {  # find_python 3.12 -> path of an interpreter of that version
+    local candidate
+    for candidate in "$pyenv_root"/versions/"$1".*/bin/python"$1" "$(command -v python"$1" || true)"; do
+        if [ -n "$candidate" ] && [ -x "$candidate" ]; then echo "$candidate"; return 0; fi
+    done
+    die "no Python $1 found (looked in $pyenv_root/versions and PATH)"
+}
+
+make_venv() {  # make_venv DIR VERSION: a venv of that version with the test tools
+    local dir=$1 version=$2
+    if [ ! -x "$dir/bin/python" ] || ! "$dir/bin/python" -c "import sys; assert '%d.%d' % sys.version_info[:2] == '$version'" 2>/dev/null; then
+        rm -rf "$dir"
+        "$(find_python "$version")" -m venv "$dir"
+    fi
+    "$dir/bin/pip" install -q --disable-pip-version-check -r requirements-dev.txt
+}
 
 missing=()
 for minor in 6 7 8 9 10 11 12 13; do
@@ -33,9 +44,8 @@ for minor in 6 7 8 9 10 11 12 13; do
 done
 [ "${#missing[@]}" -eq 0 ] || die "target Pythons missing under $pyenv_root/versions: ${missing[*]} (install them with pyenv)"
 
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then
-    rm -rf .venv
-    "$controller" -m venv .venv
+make_venv .venv 3.12
+if [ "${FULL:-0}" = 1 ]; then
+    make_venv .venv-3.11 3.11
 fi
-.venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
 echo "setup.sh: ready (controller $(.venv/bin/python --version), venv $here/.venv)"

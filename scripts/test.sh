@@ -11,12 +11,22 @@ bash scripts/setup.sh
 
 markers=(-m "not slow")
 [ "${FULL:-0}" = 1 ] && markers=()
-set +e
-.venv/bin/python -m pytest "${markers[@]}" "$@"
-status=$?
-set -e
-if [ "$status" -eq 5 ]; then
-    echo "test.sh: ERROR: pytest collected no tests" >&2
-    exit 1
+run_pytest() {  # run_pytest VENV ARGS...: fail on errors and on "no tests"
+    local venv=$1 status
+    shift
+    set +e
+    "$venv/bin/python" -m pytest "$@"
+    status=$?
+    set -e
+    if [ "$status" -eq 5 ]; then
+        echo "test.sh: ERROR: pytest collected no tests" >&2
+        exit 1
+    fi
+    [ "$status" -eq 0 ] || exit "$status"
+}
+
+run_pytest .venv "${markers[@]}" "$@"
+if [ "${FULL:-0}" = 1 ]; then
+    echo "test.sh: library tests again with a Python 3.11 controller"
+    run_pytest .venv-3.11 -q tests/unit
 fi
-exit "$status"

@@ -126,3 +126,27 @@ def fail_in_chain():
 
 def pack_u32(n):
     return struct.pack('>L', n)
+
+
+def stream_values(sender, count):
+    """Send `count` values through `sender`, then close it."""
+    for i in range(count):
+        sender.send(i)
+    sender.close()
+    return count
+
+
+@mitogen.core.takes_router
+def echo_channel(announce, router):
+    """Announce a Sender for our Receiver; the first value received is the
+    caller's Sender, then echo each number doubled until the caller closes."""
+    recv = mitogen.core.Receiver(router)
+    announce.send(recv.to_sender())
+    reply = recv.get(timeout=10).unpickle()
+    total = 0
+    for msg in recv:
+        value = msg.unpickle()
+        total += value
+        reply.send(value * 2)
+    reply.close()
+    return total

@@ -178,3 +178,29 @@ def test_main_decorator_program(tmp_path):
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                          timeout=60)
     assert out.stdout.strip() == 'PID-DIFFERS', out.stdout + out.stderr
+
+
+def test_sender_streams_into_receiver(router):
+    context = router.fork()
+    recv = mitogen.core.Receiver(router)
+    call = context.call_async(remote_helpers.stream_values, recv.to_sender(), 5)
+    assert [msg.unpickle() for msg in recv] == [0, 1, 2, 3, 4]
+    assert call.get(timeout=10).unpickle() == 5
+
+
+def test_channel_both_ways(router):
+    context = router.local()
+    announce = mitogen.core.Receiver(router)
+    call = context.call_async(remote_helpers.echo_channel, announce.to_sender())
+    remote = announce.get(timeout=10).unpickle()
+    channel = mitogen.core.Channel(router, remote.context, remote.dst_handle)
+    channel.send(channel.to_sender())
+    for value in (1, 2, 3):
+        channel.send(value)
+    doubled = [channel.get(timeout=10).unpickle() for _ in range(3)]
+    mitogen.core.Sender.close(channel)
+    assert doubled == [2, 4, 6]
+    assert call.get(timeout=10).unpickle() == 6
+    with pytest.raises(mitogen.core.ChannelError):
+        channel.get(timeout=10)
+    channel.close()
