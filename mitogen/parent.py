@@ -110,7 +110,31 @@ def get_log_level():
 # ---------------------------------------------------------------------------
 # Pollers.
 
-class PollPoller(mitogen.core.Poller):
+class _KernelPoller(mitogen.core.Poller):
+    """A Poller whose interest set also lives in the kernel: every change
+    is pushed through _update(fd)."""
+
+    def start_receive(self, fd, data=None):
+        super().start_receive(fd, data)
+        self._update(fd)
+
+    def stop_receive(self, fd):
+        super().stop_receive(fd)
+        self._update(fd)
+
+    def start_transmit(self, fd, data=None):
+        super().start_transmit(fd, data)
+        self._update(fd)
+
+    def stop_transmit(self, fd):
+        super().stop_transmit(fd)
+        self._update(fd)
+
+    def _update(self, fd):
+        raise NotImplementedError()
+
+
+class PollPoller(_KernelPoller):
     """Poller based on poll(2)."""
 
     _repr = 'PollPoller()'
@@ -130,22 +154,6 @@ class PollPoller(mitogen.core.Poller):
             except KeyError:
                 pass
 
-    def start_receive(self, fd, data=None):
-        super().start_receive(fd, data)
-        self._update(fd)
-
-    def stop_receive(self, fd):
-        super().stop_receive(fd)
-        self._update(fd)
-
-    def start_transmit(self, fd, data=None):
-        super().start_transmit(fd, data)
-        self._update(fd)
-
-    def stop_transmit(self, fd):
-        super().stop_transmit(fd)
-        self._update(fd)
-
     def _poll(self, timeout):
         if timeout is not None:
             timeout *= 1000
@@ -162,7 +170,7 @@ class PollPoller(mitogen.core.Poller):
                 yield self._wfds[fd]
 
 
-class EpollPoller(mitogen.core.Poller):
+class EpollPoller(_KernelPoller):
     """Poller based on Linux epoll(7)."""
 
     _repr = 'EpollPoller()'
@@ -190,22 +198,6 @@ class EpollPoller(mitogen.core.Poller):
         except OSError as e:
             if e.errno not in (errno.EBADF, errno.ENOENT):
                 raise
-
-    def start_receive(self, fd, data=None):
-        super().start_receive(fd, data)
-        self._update(fd)
-
-    def stop_receive(self, fd):
-        super().stop_receive(fd)
-        self._update(fd)
-
-    def start_transmit(self, fd, data=None):
-        super().start_transmit(fd, data)
-        self._update(fd)
-
-    def stop_transmit(self, fd):
-        super().stop_transmit(fd)
-        self._update(fd)
 
     def _poll(self, timeout):
         try:
