@@ -204,3 +204,18 @@ def test_channel_both_ways(router):
     with pytest.raises(mitogen.core.ChannelError):
         channel.get(timeout=10)
     channel.close()
+
+
+@pytest.mark.parametrize('poller', ['Poller', 'PollPoller', 'EpollPoller'])
+def test_every_poller_carries_calls(poller):
+    import mitogen.master
+    module = mitogen.core if poller == 'Poller' else mitogen.parent
+    broker = mitogen.master.Broker(poller_class=getattr(module, poller))
+    router = mitogen.master.Router(broker)
+    try:
+        assert type(broker.poller).__name__ == poller
+        context = router.local()
+        assert context.call(remote_helpers.identity, b'z' * 300000) == b'z' * 300000
+    finally:
+        broker.shutdown()
+        broker.join(10)
