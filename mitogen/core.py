@@ -405,6 +405,10 @@ class Decoder:
     def __len__(self):
         return self._size
 
+    def pending(self):
+        """Bytes still missing from the frame being received."""
+        return self._need - self._size
+
     def _check(self, magic, enc, length):
         if magic != MAGIC:
             raise StreamError('corrupt frame: bad magic 0x%04x', magic)
@@ -970,8 +974,12 @@ class MitogenProtocol(Protocol):
         this authority (used for untrusted listeners).
     """
 
-    #: Large reads: fewer wakeups and allocations per megabyte.
-    read_size = 1048576
+    @property
+    def read_size(self):
+        """Small reads for small messages (a large buffer costs an mmap per
+        read); up to 4 MB at a time while a large frame is arriving."""
+        pending = self._decoder.pending()
+        return min(max(pending, 65536), 4194304)
 
     def __init__(self, router, remote_id, auth_id=None):
         self._router = router
