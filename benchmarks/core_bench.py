@@ -4,6 +4,7 @@ and bootstrap sizes. Prints one line per figure; run with --help for knobs."""
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import time
 
@@ -58,6 +59,48 @@ def throughput(context, size: int, tries: int = 3) -> float:
     return size / seconds / 1048576
 
 
+def ssh_benchmarks(router, starts: int, calls: int) -> None:
+    """Time ssh contexts against plain `ssh host true` on a private testbed
+    sshd (started here; needs root), with identical ssh options."""
+    import mitogen.ssh
+    from tests.testbed import Testbed
+
+    with Testbed(pythons=[]) as bed:
+        kwargs = {
+            'username': bed.accounts.sudo_nopw.name,
+            'port': bed.sshd.port,
+            'identity_file': str(bed.keys.client_key),
+            'known_hosts_file': str(bed.sshd.known_hosts),
+            'ssh_args': ['-F', '/dev/null', '-o', 'IdentityAgent=none'],
+        }
+        options = mitogen.ssh.Options(router.max_message_size, hostname='127.0.0.1', **kwargs)
+        argv = mitogen.ssh.Connection(options, router).ssh_argv(['true'])
+        plain = statistics.median(
+            timed(lambda: subprocess.run(argv, check=True)) for _ in range(starts))
+        report('plain ssh host true (median)', plain * 1e3, 'ms')
+
+        def start_ssh():
+            return router.ssh('127.0.0.1', **kwargs)
+
+        def start_chain():
+            return router.sudo(via=start_ssh())
+
+        for label, start in ('ssh start', start_ssh), ('ssh->sudo start', start_chain):
+            samples = []
+            for _ in range(starts):
+                began = time.perf_counter()
+                context = start()
+                samples.append(time.perf_counter() - began)
+                (context.via or context).shutdown(wait=True, timeout=10)
+            median = statistics.median(samples)
+            report('%s (median)' % label, median * 1e3, 'ms')
+            print('%-28s %12.2f x plain ssh' % ('', median / plain), flush=True)
+        context = start_ssh()
+        report('ssh call round trip', statistics.median(round_trips(context, calls)) * 1e6,
+               'us')
+        context.shutdown(wait=True, timeout=10)
+
+
 def report(name: str, value: float, unit: str, ref_key: str | None = None) -> None:
     line = '%-28s %12.1f %s' % (name, value, unit)
     if ref_key:
@@ -71,6 +114,9 @@ def main() -> None:
     parser.add_argument('--starts', type=int, default=10, help='local starts to time')
     parser.add_argument('--calls', type=int, default=1000, help='round trips per context')
     parser.add_argument('--megabytes', type=int, default=100, help='size of the bulk result')
+    parser.add_argument('--ssh', action='store_true',
+                        help='also time ssh and ssh->sudo contexts on a private testbed '
+                             '(needs root)')
     args = parser.parse_args()
 
     broker = mitogen.master.Broker()
@@ -93,6 +139,8 @@ def main() -> None:
         report('stage 0 command', len(mitogen.parent.get_stage0_command()), 'bytes')
         report('preamble (compressed)', len(mitogen.parent.get_preamble()), 'bytes',
                'preamble_bytes')
+        if args.ssh:
+            ssh_benchmarks(router, args.starts, args.calls)
     finally:
         broker.shutdown()
         broker.join()

@@ -10,17 +10,22 @@ This module is imported over the wire by children that start grandchildren.
 
 import base64
 import errno
+import fcntl
 import importlib
 import itertools
 import logging
 import marshal
 import os
+import pwd
+import re
 import select
 import signal
 import socket
 import subprocess
 import sys
+import termios
 import threading
+import tty
 import zlib
 
 import mitogen
@@ -33,6 +38,10 @@ DEFAULT_CONNECT_TIMEOUT = 30.0
 #: Socket buffer size for links to local children: large buffers mean fewer
 #: wakeups per megabyte moved.
 SOCKET_BUFFER_SIZE = 4 * 1048576
+
+#: Seconds to keep reading a child's diagnostic output after its stdio
+#: closed, so the message explaining why is not lost.
+DRAIN_TIMEOUT = 1.0
 
 #: Lines of a child's early output kept for error messages.
 DIAG_LINES = 30
@@ -305,6 +314,84 @@ def create_child(args, merge_stdio=False, stderr_pipe=True, env=None):
     return PopenProcess(proc, stdin=fd, stdout=fd, stderr=stderr_r)
 
 
+def openpty():
+    """Return a close-on-exec `(master_fd, slave_fd)` pty pair whose slave
+    does not echo, so nothing typed into it (a password) comes back out of
+    the master."""
+    master_fd, slave_fd = os.openpty()
+    for fd in master_fd, slave_fd:
+        mitogen.core.set_cloexec(fd)
+    attrs = termios.tcgetattr(slave_fd)
+    attrs[3] &= ~(termios.ECHO | termios.ECHONL)
+    termios.tcsetattr(slave_fd, termios.TCSANOW, attrs)
+    return master_fd, slave_fd
+
+
+def _acquire_controlling_tty():
+    """Run in the child after setsid(): make the pty on fd 2 its
+    controlling terminal, so programs that open /dev/tty reach it."""
+    fcntl.ioctl(2, termios.TIOCSCTTY, 0)
+
+
+def _popen_with_tty(args, stdio, slave_fd, env=None):
+    """Start `args` in a new session with `slave_fd` as stderr and
+    controlling terminal, and `stdio` as stdin and stdout."""
+    return subprocess.Popen(
+        args, stdin=stdio, stdout=stdio, stderr=slave_fd, close_fds=True,
+        start_new_session=True, preexec_fn=_acquire_controlling_tty, env=env)
+
+
+def tty_create_child(args, env=None):
+    """Start `args` with stdin, stdout, stderr and controlling terminal all
+    on a new pty in raw mode, for programs that insist on a terminal for
+    everything.
+
+    :returns: PopenProcess whose stdin/stdout are the pty master; stderr is
+        None (it arrives on the same master).
+    """
+    master_fd, slave_fd = openpty()
+    try:
+        tty.setraw(slave_fd)
+        proc = _popen_with_tty(args, slave_fd, slave_fd, env)
+    except (OSError, termios.error):
+        os.close(master_fd)
+        raise
+    finally:
+        os.close(slave_fd)
+    return PopenProcess(proc, stdin=master_fd, stdout=master_fd)
+
+
+def hybrid_tty_create_child(args, env=None):
+    """Start `args` with stdin and stdout on a socketpair (the data path, as
+    create_child() does) but stderr and the controlling terminal on a new
+    pty, so sudo, doas and ssh can ask for a password on /dev/tty while
+    the bootstrap and messages flow over the socket.
+
+    :returns: PopenProcess whose stdin/stdout are the parent's socket and
+        whose stderr is the pty master (read for prompts, written to answer
+        them).
+    """
+    parent_sock, child_sock = create_socketpair(SOCKET_BUFFER_SIZE)
+    try:
+        master_fd, slave_fd = openpty()
+    except OSError:
+        parent_sock.close()
+        child_sock.close()
+        raise
+    try:
+        proc = _popen_with_tty(args, child_sock, slave_fd, env)
+    except OSError:
+        parent_sock.close()
+        os.close(master_fd)
+        raise
+    finally:
+        child_sock.close()
+        os.close(slave_fd)
+    fd = parent_sock.detach()
+    mitogen.core.set_cloexec(fd)
+    return PopenProcess(proc, stdin=fd, stdout=fd, stderr=master_fd)
+
+
 class Reaper:
     """Collect a child's exit status after its stream disconnects, sending
     SIGTERM and then SIGKILL if it lingers, and never leaving it behind at
@@ -486,6 +573,9 @@ class Connection:
     proc = None
     exception = None
     timer = None
+    _drain_timer = None
+    #: True once the attempt has succeeded or failed.
+    _settled = False
 
     def __init__(self, options, router):
         self.options = options
@@ -585,7 +675,19 @@ class Connection:
             self.describe(), self.options.connect_timeout, self._diag_text()))
 
     def _on_stdio_disconnect(self):
-        if self.exception is None and not self._latch.size():
+        """Wait briefly for the diagnostic stream to close too, so the
+        message saying why the child exited is read before failing."""
+        if self._settled:
+            return
+        diag = self.diag_stream
+        if diag is None or diag.protocol.disconnected:
+            return self._on_output_drained()
+        listen(diag, 'disconnect', self._on_output_drained)
+        self._drain_timer = self._router.broker.timers.schedule(
+            mitogen.core.now() + DRAIN_TIMEOUT, self._on_output_drained)
+
+    def _on_output_drained(self):
+        if not self._settled:
             self._fail(EofError(
                 'Failed to set up %s: the child exited or closed its '
                 'connection during bootstrap; %s', self.describe(),
@@ -599,10 +701,13 @@ class Connection:
 
     def _fail(self, exc):
         """Abort the connection attempt; runs on the Broker thread."""
-        if self.exception is not None:
+        if self._settled:
             return
+        self._settled = True
         self.exception = exc
         self.timer.cancel()
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
         mitogen.core.unlisten(self.stdio_stream, 'disconnect',
                               self._on_stdio_disconnect)
         self._close_streams()
@@ -610,6 +715,7 @@ class Connection:
         self._latch.put(exc)
 
     def _on_bootstrap_done(self, stream):
+        self._settled = True
         self.timer.cancel()
         mitogen.core.unlisten(stream, 'disconnect', self._on_stdio_disconnect)
         stream.set_protocol(self.stream_protocol_class(
@@ -634,6 +740,276 @@ def get_connection_class(name):
     except ImportError:
         raise mitogen.core.Error('unknown connection method %r', name)
     return module.Connection
+
+
+# ---------------------------------------------------------------------------
+# Connections whose child may ask for a password: ssh, sudo, su, doas.
+
+class AuthenticationError(StreamError):
+    """The target refused to let us in: credentials missing or wrong."""
+
+
+class PasswordError(AuthenticationError):
+    """A password was refused, or one was asked for and none was given."""
+
+
+class PolicyError(StreamError):
+    """sudo, su or doas refused by policy to run the command as the
+    requested user."""
+
+
+class InterpreterNotFoundError(EofError):
+    """The Python interpreter to run does not exist on the target."""
+
+
+#: Words that password prompts contain, in English and in the languages
+#: sudo, su (PAM), doas and ssh are most often translated into.
+PASSWORD_PROMPT_WORDS = (
+    'password', 'passwort', 'kennwort', 'mot de passe', 'contraseña',
+    'contrasenya', 'senha', 'palavra-passe', 'wachtwoord', 'lösenord',
+    'passord', 'adgangskode', 'salasana', 'parola', 'hasło', 'heslo',
+    'jelszó', 'geslo', 'lozinka', 'пароль', 'κωδικός', 'şifre', 'sandi',
+    'mật khẩu', 'パスワード', '密码', '密碼', '암호', '비밀번호', 'סיסמה',
+    'كلمة المرور', 'รหัสผ่าน',
+)
+
+#: An unterminated line that asks for a password: a prompt word, then a
+#: colon at the end, perhaps followed by pwfeedback's asterisks.
+PASSWORD_PROMPT_RE = re.compile(
+    r'(?:%s)[^\n]*[:：]\s*\**\s*$'
+    % '|'.join(re.escape(word) for word in PASSWORD_PROMPT_WORDS),
+    re.IGNORECASE)
+
+#: (kind, pattern) of messages from sudo, su and doas (and sudo-rs) that
+#: end a connection attempt, matched case-insensitively against complete
+#: lines of diagnostic output.
+BECOME_FAILURES = (
+    ('bad_password', r'sorry, try again|incorrect password|'
+                     r'authentication fail|incorrect authentication'),
+    ('need_password', r'a password is required|a terminal is required|'
+                      r'authori[sz]ation required|no askpass program'),
+    ('policy', r'is not in the sudoers file|not allowed to execute|'
+               r'may not run sudo|not allowed to run sudo|'
+               r'operation not permitted'),
+)
+
+#: Why a connection attempt failed, by kind of failure.
+FAILURE_REASONS = {
+    'bad_password': 'the password was refused',
+    'need_password': 'a password is required and none was given',
+    'policy': 'refused by policy',
+    'python': 'the Python interpreter %(python)r was not found',
+}
+
+
+def current_user():
+    """The name of the account this process runs as."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+def compile_prompt(pattern):
+    """Compile a user-supplied password prompt pattern (case-insensitive
+    when given as a string)."""
+    if pattern is None or not isinstance(pattern, str):
+        return pattern
+    return re.compile(pattern, re.IGNORECASE)
+
+
+def is_password_prompt(text, custom=None):
+    """True if the unterminated line `text` asks for a password, by the
+    built-in patterns or by the compiled pattern `custom`."""
+    if custom is not None and custom.search(text):
+        return True
+    return PASSWORD_PROMPT_RE.search(text) is not None
+
+
+def _compile_failures(failures):
+    """Compile (kind, pattern) pairs, case-insensitively."""
+    return [(kind, re.compile(pattern, re.IGNORECASE))
+            for kind, pattern in failures]
+
+
+def _write_fully(fd, data):
+    """Write `data` to the non-blocking descriptor `fd`, ignoring a peer
+    that has gone (its exit is reported through the streams)."""
+    while data:
+        written, disconnected = mitogen.core.io_op(os.write, fd, data)
+        if disconnected:
+            return
+        data = data[written or 0:]
+
+
+class PromptingOptions(Options):
+    """Options shared by methods that may be asked for a password.
+
+    :param str password: answer to the first password prompt; kept as a
+        mitogen.core.Secret and never placed in an argv.
+    :param password_prompt: a regular expression (a string, matched
+        case-insensitively, or a compiled pattern) recognising a prompt
+        the built-in patterns do not.
+    """
+
+    def __init__(self, max_message_size, password=None, password_prompt=None,
+                 **kwargs):
+        super().__init__(max_message_size, **kwargs)
+        self.password = (None if password is None
+                         else mitogen.core.Secret(password))
+        self.password_prompt = compile_prompt(password_prompt)
+
+
+class DiagProtocol(LogProtocol):
+    """Read a child's diagnostic output (a stderr pipe or a pty master):
+    scrub the password from it, keep and log its lines, and show each
+    line and each prompt to the Connection."""
+
+    def on_line_received(self, line):
+        conn = self._conn
+        text = conn.scrub(mitogen.core.to_text(line).rstrip('\r'))
+        conn.diag_lines.append(text)
+        del conn.diag_lines[:-DIAG_LINES]
+        LOG.debug('%s: %s', conn.name, text)
+        conn.on_diag_line(text)
+
+    def on_partial_line_received(self, line):
+        self._conn.on_partial_diag(
+            self._conn.scrub(mitogen.core.to_text(line)))
+
+    def on_shutdown(self, broker):
+        """Keep reading at Broker shutdown: the stream closes with the
+        child, and closing a pty early would hang it up."""
+
+    def on_disconnect(self, broker):
+        trailer, self._trailer = self._trailer, b''
+        if trailer:
+            self.on_line_received(trailer)
+        super().on_disconnect(broker)
+
+
+class DeferredBootstrapProtocol(BootstrapProtocol):
+    """Write the preamble only once stage 0 announces it is reading, so a
+    program that reads a password from stdin cannot swallow it."""
+
+    def on_line_received(self, line):
+        if line == b'MITO000':
+            self.write(self._conn.get_preamble_payload())
+        return super().on_line_received(line)
+
+
+class PromptingConnection(Connection):
+    """A Connection whose child may ask for a password.
+
+    It answers the first password prompt, fails at once on a second one or
+    on a failure message (`failures`, complete lines; `prompt_failures`,
+    unterminated ones), raising the class `error_classes` names for that
+    kind of failure, and keeps the password out of logs and errors.
+
+    `password_sink` says where the child reads the password: 'tty' (from
+    /dev/tty: with a password the child gets a pty as its controlling
+    terminal, see hybrid_tty_create_child()) or 'stdin' (from the socket:
+    the preamble then waits for stage 0, see DeferredBootstrapProtocol).
+    """
+
+    options_class = PromptingOptions
+    diag_protocol_class = DiagProtocol
+    bootstrap_protocol_class = DeferredBootstrapProtocol
+    sends_preamble = False
+    child_is_immediate_subprocess = False
+    password_sink = 'tty'
+    failures = BECOME_FAILURES
+    prompt_failures = ()
+    error_classes = {
+        'bad_password': PasswordError,
+        'need_password': PasswordError,
+        'policy': PolicyError,
+        'python': InterpreterNotFoundError,
+    }
+    reasons = FAILURE_REASONS
+
+    def __init__(self, options, router):
+        super().__init__(options, router)
+        self._prompts_answered = 0
+        self._on_prompt_line = False
+        self._line_failures = _compile_failures(
+            self.failures + (('python', self._python_missing_pattern()),))
+        self._prompt_failures = _compile_failures(self.prompt_failures)
+
+    def _python_missing_pattern(self):
+        """Matches a shell's or sudo's complaint that the interpreter
+        does not exist, e.g. "bash: line 1: python3.99: command not found"."""
+        python = os.path.basename(self.get_python_argv()[0])
+        return re.escape(python) + r'''['"]?:.*(?:not found|no such file)'''
+
+    def uses_tty(self):
+        """True if the child needs a pty to read the password from."""
+        return self.password_sink == 'tty' and self.options.password is not None
+
+    def start_child(self):
+        args = self.get_boot_command()
+        LOG.debug('%r: starting %s%s', self, args[0],
+                  ' on a pty' if self.uses_tty() else '')
+        create = hybrid_tty_create_child if self.uses_tty() else create_child
+        try:
+            return create(args)
+        except OSError as e:
+            raise StreamError('could not start %s for %s: %s',
+                              args[0], self.describe(), e)
+
+    def scrub(self, text):
+        """Return `text` with any occurrence of the password hidden."""
+        password = self.options.password
+        if password:
+            text = text.replace(password, '[secret]')
+        return text
+
+    def reason(self, kind):
+        """Explain a failure of `kind` for an error message."""
+        return self.reasons[kind] % {'python': self.get_python_argv()[0]}
+
+    def fail_with(self, kind, prompt=None):
+        """Abort the attempt with the exception for failure `kind`; an
+        unterminated `prompt` that caused it is shown with the output."""
+        if prompt is not None:
+            self.diag_lines.append(prompt)
+        self._fail(self.error_classes[kind](
+            'Failed to set up %s: %s; %s', self.describe(), self.reason(kind),
+            self._diag_text()))
+
+    def on_partial_diag(self, text):
+        if self._settled or self._on_prompt_line:
+            return
+        for kind, regex in self._prompt_failures:
+            if regex.search(text):
+                return self.fail_with(kind, text)
+        if not is_password_prompt(text, self.options.password_prompt):
+            return
+        self._on_prompt_line = True
+        if self.options.password is None:
+            return self.fail_with('need_password', text)
+        if self._prompts_answered:
+            return self.fail_with('bad_password', text)
+        self._prompts_answered += 1
+        LOG.debug('%r: answering password prompt', self)
+        self.write_password((self.options.password + '\n').encode('utf-8'))
+
+    def on_diag_line(self, text):
+        """Called with each complete line of diagnostic output."""
+        self._on_prompt_line = False
+        if self._settled or text.lstrip().lower().startswith('debug'):
+            return
+        for kind, regex in self._line_failures:
+            if regex.search(text):
+                return self.fail_with(kind)
+
+    def write_password(self, data):
+        """Type `data` where the child reads its password."""
+        if self.password_sink == 'stdin':
+            self.stdio_stream.protocol.write(data)
+        else:
+            _write_fully(self.diag_stream.receive_side.fd, data)
+
 
 
 # ---------------------------------------------------------------------------
@@ -948,6 +1324,7 @@ class Router(mitogen.core.Router):
 
     def proxy_connect(self, via_context, method_name, name=None, **kwargs):
         """Ask `via_context` to start the new context as its own child."""
+        kwargs = _prepare_proxy_kwargs(method_name, kwargs)
         resp = via_context.call(_proxy_connect, name=name,
                                 method_name=method_name,
                                 kwargs=mitogen.core.Kwargs(kwargs))
@@ -971,6 +1348,35 @@ class Router(mitogen.core.Router):
     def fork(self, **kwargs):
         """Start a context in a fork of this process."""
         return self.connect('fork', **kwargs)
+
+    def ssh(self, hostname, **kwargs):
+        """Start a context over SSH on `hostname`; see mitogen.ssh.Options
+        for the keyword arguments."""
+        return self.connect('ssh', hostname=hostname, **kwargs)
+
+    def sudo(self, **kwargs):
+        """Start a context as another user through sudo; see
+        mitogen.sudo.Options."""
+        return self.connect('sudo', **kwargs)
+
+    def su(self, **kwargs):
+        """Start a context as another user through su; see
+        mitogen.su.Options."""
+        return self.connect('su', **kwargs)
+
+    def doas(self, **kwargs):
+        """Start a context as another user through doas; see
+        mitogen.doas.Options."""
+        return self.connect('doas', **kwargs)
+
+
+def _prepare_proxy_kwargs(method_name, kwargs):
+    """Load the method's module here, so errors it raises remotely can be
+    rebuilt with their own class, and send any password as a Secret."""
+    get_connection_class(method_name)
+    if kwargs.get('password') is not None:
+        kwargs = dict(kwargs, password=mitogen.core.Secret(kwargs['password']))
+    return kwargs
 
 
 def _rebuild_error(type_name, msg):

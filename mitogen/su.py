@@ -1,0 +1,61 @@
+"""Connection method `su`: a context running as another user through
+su(1), on this machine or (with `via=`) on any context's machine.
+
+su asks for the password through PAM, which reads it from stdin: the
+password is written to the socket that becomes the child's stdin, and the
+preamble is held back until stage 0 announces itself, so su never reads
+it. No pty is needed.
+"""
+
+import shlex
+import socket
+
+import mitogen.parent
+
+
+class PasswordError(mitogen.parent.PasswordError):
+    """su refused the password, or asked for one and none was given."""
+
+
+class Options(mitogen.parent.PromptingOptions):
+    """Options of `router.su()`.
+
+    :param str username: account to become (default 'root').
+    :param str su_path: the su program to run.
+    :param python_path: interpreter to run (default: the one running the
+        context that runs su).
+
+    `password`, `password_prompt` and the common options are those of
+    PromptingOptions and Options.
+    """
+
+    def __init__(self, max_message_size, username='root', su_path='su',
+                 **kwargs):
+        super().__init__(max_message_size, **kwargs)
+        self.username = username
+        self.su_path = su_path
+        if self.name is None:
+            self.name = 'su.' + username
+
+
+class Connection(mitogen.parent.PromptingConnection):
+    """Run `su USER -c '<quoted python -c stage 0>'`."""
+
+    options_class = Options
+    name_prefix = 'su'
+    password_sink = 'stdin'
+    error_classes = dict(
+        mitogen.parent.PromptingConnection.error_classes,
+        bad_password=PasswordError,
+        need_password=PasswordError,
+    )
+
+    def describe(self):
+        return 'su from %s to %s on %s' % (
+            mitogen.parent.current_user(), self.options.username,
+            socket.gethostname())
+
+    def get_boot_command(self):
+        command = ' '.join(shlex.quote(word)
+                           for word in super().get_boot_command())
+        return [self.options.su_path, self.options.username, '-c', command]
