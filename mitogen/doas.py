@@ -6,7 +6,6 @@ as its controlling terminal while the bootstrap flows over a socketpair;
 without one it runs with `-n` and fails at once if a password is needed.
 """
 
-import socket
 
 import mitogen.parent
 
@@ -15,10 +14,9 @@ class PasswordError(mitogen.parent.PasswordError):
     """doas refused the password, or asked for one and none was given."""
 
 
-class Options(mitogen.parent.PromptingOptions):
+class Options(mitogen.parent.BecomeOptions):
     """Options of `router.doas()`.
 
-    :param str username: account to become (default 'root').
     :param str doas_path: the doas program to run.
     :param python_path: interpreter to run (default: the one running the
         context that runs doas).
@@ -27,30 +25,17 @@ class Options(mitogen.parent.PromptingOptions):
     PromptingOptions and Options.
     """
 
-    def __init__(self, max_message_size, username='root', doas_path='doas',
-                 **kwargs):
+    def __init__(self, max_message_size, doas_path='doas', **kwargs):
         super().__init__(max_message_size, **kwargs)
-        self.username = username
         self.doas_path = doas_path
-        if self.name is None:
-            self.name = 'doas.' + username
 
 
-class Connection(mitogen.parent.PromptingConnection):
+class Connection(mitogen.parent.BecomeConnection):
     """Run `doas -u USER -- python -c <stage 0>`."""
 
     options_class = Options
     name_prefix = 'doas'
-    error_classes = dict(
-        mitogen.parent.PromptingConnection.error_classes,
-        bad_password=PasswordError,
-        need_password=PasswordError,
-    )
-
-    def describe(self):
-        return 'doas from %s to %s on %s' % (
-            mitogen.parent.current_user(), self.options.username,
-            socket.gethostname())
+    password_error = PasswordError
 
     def get_boot_command(self):
         flags = ['-u', self.options.username]

@@ -964,6 +964,10 @@ class PromptingConnection(Connection):
             text = text.replace(password, '[secret]')
         return text
 
+    def error_class(self, kind):
+        """The exception class raised for failure `kind`."""
+        return self.error_classes[kind]
+
     def reason(self, kind):
         """Explain a failure of `kind` for an error message."""
         return self.reasons[kind] % {'python': self.get_python_argv()[0]}
@@ -973,7 +977,7 @@ class PromptingConnection(Connection):
         unterminated `prompt` that caused it is shown with the output."""
         if prompt is not None:
             self.diag_lines.append(prompt)
-        self._fail(self.error_classes[kind](
+        self._fail(self.error_class(kind)(
             'Failed to set up %s: %s; %s', self.describe(), self.reason(kind),
             self._diag_text()))
 
@@ -1010,6 +1014,40 @@ class PromptingConnection(Connection):
         else:
             _write_fully(self.diag_stream.receive_side.fd, data)
 
+
+
+class BecomeOptions(PromptingOptions):
+    """Options of methods that switch to another user on one machine
+    (sudo, su, doas).
+
+    :param str username: account to become (default 'root').
+    """
+
+    def __init__(self, max_message_size, username='root', **kwargs):
+        super().__init__(max_message_size, **kwargs)
+        self.username = username
+
+
+class BecomeConnection(PromptingConnection):
+    """A PromptingConnection that becomes `options.username`; a refused or
+    missing password raises the method's own `password_error` class."""
+
+    password_error = PasswordError
+
+    def __init__(self, options, router):
+        if options.name is None:
+            options.name = '%s.%s' % (self.name_prefix, options.username)
+        super().__init__(options, router)
+
+    def error_class(self, kind):
+        if kind in ('bad_password', 'need_password'):
+            return self.password_error
+        return super().error_class(kind)
+
+    def describe(self):
+        return '%s from %s to %s on %s' % (
+            self.name_prefix, current_user(), self.options.username,
+            socket.gethostname())
 
 
 # ---------------------------------------------------------------------------

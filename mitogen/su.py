@@ -8,7 +8,6 @@ it. No pty is needed.
 """
 
 import shlex
-import socket
 
 import mitogen.parent
 
@@ -17,10 +16,9 @@ class PasswordError(mitogen.parent.PasswordError):
     """su refused the password, or asked for one and none was given."""
 
 
-class Options(mitogen.parent.PromptingOptions):
+class Options(mitogen.parent.BecomeOptions):
     """Options of `router.su()`.
 
-    :param str username: account to become (default 'root').
     :param str su_path: the su program to run.
     :param python_path: interpreter to run (default: the one running the
         context that runs su).
@@ -29,31 +27,18 @@ class Options(mitogen.parent.PromptingOptions):
     PromptingOptions and Options.
     """
 
-    def __init__(self, max_message_size, username='root', su_path='su',
-                 **kwargs):
+    def __init__(self, max_message_size, su_path='su', **kwargs):
         super().__init__(max_message_size, **kwargs)
-        self.username = username
         self.su_path = su_path
-        if self.name is None:
-            self.name = 'su.' + username
 
 
-class Connection(mitogen.parent.PromptingConnection):
+class Connection(mitogen.parent.BecomeConnection):
     """Run `su USER -c '<quoted python -c stage 0>'`."""
 
     options_class = Options
     name_prefix = 'su'
     password_sink = 'stdin'
-    error_classes = dict(
-        mitogen.parent.PromptingConnection.error_classes,
-        bad_password=PasswordError,
-        need_password=PasswordError,
-    )
-
-    def describe(self):
-        return 'su from %s to %s on %s' % (
-            mitogen.parent.current_user(), self.options.username,
-            socket.gethostname())
+    password_error = PasswordError
 
     def get_boot_command(self):
         command = ' '.join(shlex.quote(word)

@@ -7,7 +7,6 @@ where sudo asks for it; the bootstrap still flows over a socketpair.
 """
 
 import argparse
-import socket
 
 import mitogen.core
 import mitogen.parent
@@ -49,7 +48,7 @@ def parse_sudo_args(args):
     return values, rest
 
 
-class Options(mitogen.parent.PromptingOptions):
+class Options(mitogen.parent.BecomeOptions):
     """Options of `router.sudo()`.
 
     :param str username: account to become (default 'root').
@@ -73,34 +72,24 @@ class Options(mitogen.parent.PromptingOptions):
                  preserve_env=False, set_home=False, login=False,
                  selinux_type=None, selinux_role=None, sudo_args=None,
                  **kwargs):
-        super().__init__(max_message_size, **kwargs)
-        values, self.extra_args = parse_sudo_args(sudo_args or ())
-        self.username = values.get('username', username)
+        values, extra_args = parse_sudo_args(sudo_args or ())
+        super().__init__(max_message_size,
+                         username=values.get('username', username), **kwargs)
+        self.extra_args = extra_args
         self.sudo_path = sudo_path
         self.preserve_env = values.get('preserve_env', preserve_env)
         self.set_home = values.get('set_home', set_home)
         self.login = values.get('login', login)
         self.selinux_type = values.get('selinux_type', selinux_type)
         self.selinux_role = values.get('selinux_role', selinux_role)
-        if self.name is None:
-            self.name = 'sudo.' + self.username
 
 
-class Connection(mitogen.parent.PromptingConnection):
+class Connection(mitogen.parent.BecomeConnection):
     """Run `sudo -u USER [flags] -- python -c <stage 0>`."""
 
     options_class = Options
     name_prefix = 'sudo'
-    error_classes = dict(
-        mitogen.parent.PromptingConnection.error_classes,
-        bad_password=PasswordError,
-        need_password=PasswordError,
-    )
-
-    def describe(self):
-        return 'sudo from %s to %s on %s' % (
-            mitogen.parent.current_user(), self.options.username,
-            socket.gethostname())
+    password_error = PasswordError
 
     def sudo_flags(self):
         opts = self.options
