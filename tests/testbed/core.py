@@ -7,10 +7,12 @@ recognised and removed by the next start.
 """
 
 import atexit
+import fcntl
 import itertools
 import os
 import re
 import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -84,6 +86,7 @@ class Testbed:
             return
         if os.geteuid() != 0:
             raise TestbedError("the testbed needs root (it creates users, sshd and namespaces)")
+        _acquire_machine_lock()
         began = time.monotonic()
         self._started = True
         atexit.register(self.stop)
@@ -148,6 +151,7 @@ class Testbed:
             except (OSError, TestbedError) as exc:
                 errors.append(f"{what}: {exc}")
         self.extra_sshds.clear()
+        _release_machine_lock()
         if errors:
             raise TestbedError(f"testbed {self.tag} teardown failed:\n" + "\n".join(errors))
 
@@ -163,6 +167,45 @@ class Testbed:
         """PIDs of every daemon this instance is running now."""
         daemons = [self.sshd, *self.extra_sshds, *(h.sshd for h in (self.netns or []))]
         return [d.pid for d in daemons if d.pid is not None]
+
+
+#: Serialises testbeds across processes: they share account names, so a second
+#: test session waits for the first instead of deleting its accounts.
+LOCK_PATH = Path("/run/mitogen-testbed.lock")
+LOCK_WAIT_SECONDS = 1800.0
+_lock = {"fd": -1, "holders": 0}
+
+
+def _acquire_machine_lock() -> None:
+    """Take the machine-wide testbed lock (re-entrant within this process)."""
+    if _lock["holders"]:
+        _lock["holders"] += 1
+        return
+    fd = os.open(LOCK_PATH, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    announced = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                raise TestbedError(
+                    f"another test session held {LOCK_PATH} for {LOCK_WAIT_SECONDS:.0f} s")
+            if not announced:
+                print(f"testbed: waiting for another test session to release {LOCK_PATH}",
+                      file=sys.stderr, flush=True)
+                announced = True
+            time.sleep(0.5)
+    _lock.update(fd=fd, holders=1)
+
+
+def _release_machine_lock() -> None:
+    _lock["holders"] -= 1
+    if _lock["holders"] == 0:
+        os.close(_lock["fd"])
+        _lock["fd"] = -1
 
 
 def _select_pythons(wanted: Sequence[str] | None) -> list[PythonInstall]:
