@@ -1012,8 +1012,10 @@ class MitogenProtocol(Protocol):
 
     def on_transmit(self, broker):
         self._writer.on_transmit(broker)
-        if self._close_when_drained and not self._writer.pending_bytes():
-            self.stream.on_disconnect(broker)
+        if not self._writer.pending_bytes():
+            if self._close_when_drained:
+                return self.stream.on_disconnect(broker)
+            fire(self.stream, 'drain')
 
     def _send(self, msg):
         """Write `msg`; call on the Broker thread."""
@@ -1734,6 +1736,8 @@ class ExternalContext:
                                                 name='parent')
         self.router.add_handler(self._on_shutdown_msg, SHUTDOWN,
                                 policy=has_parent_authority)
+        self.router.add_handler(self._on_call_service, CALL_SERVICE,
+                                policy=has_parent_authority)
         listen(self.broker, 'exit', self._on_broker_exit)
 
     def _connect_parent(self):
@@ -1763,6 +1767,31 @@ class ExternalContext:
         timer = threading.Timer(self.broker.shutdown_timeout, os._exit, (1,))
         timer.daemon = True
         timer.start()
+
+    _service_backlog = None
+
+    def _on_call_service(self, msg):
+        """Service calls before a Pool exists: queue them and start one on a
+        thread (importing is not allowed on the Broker thread)."""
+        if msg.is_dead:
+            return
+        if self._service_backlog is None:
+            self._service_backlog = []
+            thread = threading.Thread(target=self._start_service_pool,
+                                      name='mitogen.service-activation')
+            thread.daemon = True
+            thread.start()
+        self._service_backlog.append(msg)
+
+    def _take_service_backlog(self):
+        backlog, self._service_backlog = self._service_backlog, []
+        return backlog
+
+    def _start_service_pool(self):
+        import mitogen.service
+        pool = mitogen.service.get_or_create_pool(router=self.router)
+        for msg in self.broker.defer_sync(self._take_service_backlog):
+            pool.deliver(msg)
 
     def _on_shutdown_msg(self, msg):
         if not msg.is_dead:
