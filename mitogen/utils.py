@@ -9,9 +9,10 @@ import sys
 import mitogen.core
 import mitogen.master
 
-_PASSTHROUGH = (int, float, bool, type(None), mitogen.core.Context,
-                mitogen.core.CallError, mitogen.core.Blob,
-                mitogen.core.Secret)
+_PASSTHROUGH = (type(None), mitogen.core.Context, mitogen.core.CallError,
+                mitogen.core.Blob, mitogen.core.Secret, mitogen.core.Sender)
+#: Scalar types whose subclasses are converted to the plain type.
+_SCALARS = (bool, int, float, str, bytes)
 
 
 def log_to_file(path=None, io=False, level='INFO'):
@@ -51,17 +52,16 @@ def with_router(func):
 
 
 def cast(obj):
-    """Return `obj` with every subclass of dict, list, tuple, str and bytes
-    replaced by the plain type, so it serialises; raise TypeError for
-    anything else that is not plain data."""
+    """Return `obj` with every subclass of dict, list, tuple, str, bytes,
+    int, float and bool replaced by the plain type, so it serialises; raise
+    TypeError for anything else that is not plain data."""
     if isinstance(obj, dict):
         return {cast(k): cast(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [cast(v) for v in obj]
     if isinstance(obj, _PASSTHROUGH):
         return obj
-    if isinstance(obj, str):
-        return str(obj)
-    if isinstance(obj, bytes):
-        return bytes(obj)
+    for kind in _SCALARS:
+        if isinstance(obj, kind):
+            return kind(obj)
     raise TypeError('cannot serialise %r: %r' % (type(obj), obj))
