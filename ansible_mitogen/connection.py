@@ -1,0 +1,262 @@
+"""The connection plugin behind `mitogen_ssh` and `mitogen_local`.
+
+A task's connection asks the mux's ContextService for the chain of contexts
+its options describe (ssh, then the become method if the task uses one) and
+runs every command and file transfer in the last context of that chain.
+When the task uses become, *everything* runs as the become user (commands,
+temporary directories, files), so Ansible's own `sudo ... sh -c` wrapping
+and permission fix-ups are not needed (ActionModuleMixin skips them).
+close() keeps the contexts: they belong to the mux and are reused by the
+next task.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from typing import Any
+
+from ansible.errors import AnsibleConnectionFailure, AnsibleError
+from ansible.plugins.connection import ConnectionBase
+
+import ansible_mitogen.process
+import ansible_mitogen.target
+import mitogen.core
+import mitogen.utils
+
+#: Files up to this size travel inside the call that writes them.
+SMALL_FILE_LIMIT = 1048576
+
+#: ssh options that would leave a background master process behind.
+_CONTROL_OPTIONS = ('controlmaster', 'controlpersist', 'controlpath')
+
+#: become methods we run as contexts; others make the task fail clearly.
+BECOME_METHODS = ('sudo', 'su', 'doas')
+
+SERVICE = 'ansible_mitogen.services.ContextService'
+
+
+def filter_ssh_args(args: list[str]) -> list[str]:
+    """Drop ControlMaster/ControlPersist/ControlPath options: our ssh
+    process is itself persistent, and a persisting master would outlive
+    ansible-playbook."""
+    out: list[str] = []
+    skip = False
+    for index, arg in enumerate(args):
+        if skip:
+            skip = False
+            continue
+        if arg == '-o' and index + 1 < len(args):
+            if args[index + 1].split('=')[0].strip().lower() in _CONTROL_OPTIONS:
+                skip = True
+                continue
+        elif arg.startswith('-o') and \
+                arg[2:].split('=')[0].strip().lower() in _CONTROL_OPTIONS:
+            continue
+        out.append(arg)
+    return out
+
+
+def become_flags(flags: str | None) -> list[str]:
+    """sudo flags from become_flags, minus -S and -n: we answer the
+    password prompt ourselves on a pty."""
+    return [f for f in shlex.split(flags or '') if f not in ('-S', '-n')]
+
+
+class Connection(ConnectionBase):
+    """Run tasks in persistent Mitogen contexts held by the mux."""
+
+    has_pipelining = True
+    is_mitogen_connection = True
+    #: The Mitogen connection method of the first hop.
+    method_name = 'ssh'
+
+    def __init__(self, play_context: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(play_context, *args, **kwargs)
+        self.context: mitogen.core.Context | None = None
+        self.init_child_result: dict[str, Any] = {}
+        self._task_vars: dict[str, Any] = {}
+        self.cwd: str | None = None
+
+    # -- Ansible API ---------------------------------------------------------
+
+    @property
+    def transport(self) -> str:
+        return self.method_name
+
+    def update_vars(self, variables: dict[str, Any]) -> None:
+        self._task_vars = variables
+        super().update_vars(variables)
+
+    def is_pipelining_enabled(self, wrap_async: bool = False) -> bool:
+        return not wrap_async
+
+    def _connect(self) -> Connection:
+        if self.context is not None:
+            return self
+        _, mux = ansible_mitogen.process.get_router()
+        stack = self.get_stack()
+        result = mux.call_service(SERVICE, 'get', stack=stack)
+        if result['msg'] is not None:
+            if result['method_name'] in BECOME_METHODS:
+                raise AnsibleError('%s: %s' % (result['method_name'], result['msg']))
+            raise AnsibleConnectionFailure(result['msg'])
+        self.context = result['context']
+        self.init_child_result = result['init_child_result']
+        self._connected = True
+        return self
+
+    def exec_command(self, cmd: str, in_data: bytes | None = None,
+                     sudoable: bool = True, executable: str | None = None,
+                     chdir: str | None = None) -> tuple[int, bytes, bytes]:
+        """Run `cmd` with `executable -c` (default /bin/sh) in the task's
+        context; returns (rc, stdout, stderr)."""
+        self._connect()
+        rc, stdout, stderr = self._call(ansible_mitogen.target.exec_command, cmd,
+                                        in_data, chdir or self.cwd, executable)
+        return rc, bytes(stdout), bytes(stderr)
+
+    def run_ansiballz(self, payload: bytes, environment: dict[str, str],
+                      chdir: str | None, interpreter: str) -> tuple[int, bytes, bytes]:
+        """Run a new-style module's AnsiballZ payload in the task's context
+        (in a fork of its warm interpreter)."""
+        self._connect()
+        rc, stdout, stderr = self._call(ansible_mitogen.target.run_ansiballz, payload,
+                                        environment, chdir or self.cwd, interpreter)
+        return rc, bytes(stdout), bytes(stderr)
+
+    def put_file(self, in_path: str, out_path: str) -> None:
+        self._connect()
+        if not os.path.exists(in_path):
+            raise AnsibleError('file or module does not exist: %s' % (in_path,))
+        if os.path.getsize(in_path) <= SMALL_FILE_LIMIT:
+            with open(in_path, 'rb') as fp:
+                data = mitogen.core.Blob(fp.read())
+            self._call(ansible_mitogen.target.write_path, out_path, data)
+            return
+        _, mux = ansible_mitogen.process.get_router()
+        mux.call_service('mitogen.service.FileService', 'register', path=in_path)
+        self._call(ansible_mitogen.target.transfer_file, in_path, out_path)
+
+    def fetch_file(self, in_path: str, out_path: str) -> None:
+        self._connect()
+        data = self._call(ansible_mitogen.target.read_path, in_path)
+        with open(out_path, 'wb') as fp:
+            fp.write(data)
+
+    def close(self) -> None:
+        """Release the context to the mux (which keeps it running)."""
+        if self.context is not None:
+            _, mux = ansible_mitogen.process.get_router()
+            mux.call_service(SERVICE, 'put', context=self.context)
+            self.context = None
+        ansible_mitogen.process.disconnect()
+        self._connected = False
+
+    def reset(self) -> None:
+        """meta: reset_connection: shut the whole chain down."""
+        _, mux = ansible_mitogen.process.get_router()
+        mux.call_service(SERVICE, 'reset', stack=self.get_stack())
+        self.context = None
+        ansible_mitogen.process.disconnect()
+
+    # -- Helpers -------------------------------------------------------------
+
+    def _call(self, func: Any, *args: Any) -> Any:
+        """Call `func` in the task's context; Ansible's tagged strings and
+        containers are cast to plain types first."""
+        assert self.context is not None
+        try:
+            return self.context.call(func, *mitogen.utils.cast(list(args)))
+        except mitogen.core.ChannelError as e:
+            self.context = None
+            raise AnsibleConnectionFailure('lost the connection: %s' % (e,))
+        except mitogen.core.CallError as e:
+            raise AnsibleError(str(e))
+
+    def python_path(self) -> str:
+        interpreter = self._task_vars.get('ansible_python_interpreter')
+        if not interpreter or str(interpreter).startswith('auto') or '{' in str(interpreter):
+            return '/usr/bin/python3'
+        return str(interpreter)
+
+    def first_hop(self) -> dict[str, Any]:
+        """The hop that reaches the target account."""
+        raise NotImplementedError()
+
+    def become_hop(self) -> dict[str, Any] | None:
+        become = self.become
+        if become is None:
+            return None
+        name = become.name.rpartition('.')[2]
+        if name not in BECOME_METHODS:
+            raise AnsibleError('become method %r is not supported by Mitogen '
+                               '(supported: %s)' % (become.name, ', '.join(BECOME_METHODS)))
+        kwargs: dict[str, Any] = {
+            'username': become.get_option('become_user') or 'root',
+            'python_path': self.python_path(),
+        }
+        password = become.get_option('become_pass')
+        if password:
+            kwargs['password'] = mitogen.core.Secret(password)
+        exe = become.get_option('become_exe')
+        if exe:
+            kwargs['%s_path' % name] = exe
+        if name == 'sudo':
+            kwargs['sudo_args'] = become_flags(become.get_option('become_flags'))
+        return {'method': name, 'kwargs': kwargs}
+
+    def get_stack(self) -> list[dict[str, Any]]:
+        """The chain of hops for this task, as plain data."""
+        stack = [self.first_hop()]
+        become = self.become_hop()
+        if become is not None:
+            stack.append(become)
+        return mitogen.utils.cast(stack)
+
+
+class SshConnection(Connection):
+    """The `mitogen_ssh` plugin: honours the ssh plugin's options."""
+
+    method_name = 'ssh'
+
+    def first_hop(self) -> dict[str, Any]:
+        ssh_args: list[str] = []
+        for option in ('ssh_args', 'ssh_common_args', 'ssh_extra_args'):
+            ssh_args += shlex.split(self.get_option(option) or '')
+        kwargs: dict[str, Any] = {
+            'hostname': self.get_option('host'),
+            'port': self.get_option('port'),
+            'username': self.get_option('remote_user'),
+            'identity_file': self.get_option('private_key_file'),
+            'identities_only': False,
+            'ssh_path': self.get_option('ssh_executable') or 'ssh',
+            'ssh_args': filter_ssh_args(ssh_args),
+            'compression': False,
+            'check_host_keys': 'enforce' if self.get_option('host_key_checking')
+            else 'ignore',
+            'connect_timeout': self.get_option('timeout'),
+            'python_path': self.python_path(),
+        }
+        password = self.get_option('password')
+        if password:
+            kwargs['password'] = mitogen.core.Secret(password)
+        return {'method': 'ssh', 'kwargs': kwargs}
+
+
+class LocalConnection(Connection):
+    """The `mitogen_local` plugin: a local interpreter as the controller
+    user; commands run in the playbook directory like stock `local`."""
+
+    method_name = 'local'
+
+    def python_path(self) -> str:
+        interpreter = self._task_vars.get('ansible_python_interpreter')
+        if interpreter and not str(interpreter).startswith('auto') and \
+                '{' not in str(interpreter):
+            return str(interpreter)
+        return sys.executable
+
+    def first_hop(self) -> dict[str, Any]:
+        return {'method': 'local', 'kwargs': {'python_path': self.python_path()}}

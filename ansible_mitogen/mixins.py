@@ -1,0 +1,82 @@
+"""ActionModuleMixin: put in front of every action plugin class whose task
+runs over a Mitogen connection (see loaders.py).
+
+With Mitogen the task's context already is the become user, so commands run
+as they are: no `sudo ... sh -c` wrapping, no BECOME-SUCCESS marker, and no
+setfacl/chmod dance to share files between the login and become users.
+
+New-style Python modules: stock `_execute_module` builds the AnsiballZ
+payload and pipes it to python; the mixin recognises that payload and runs
+it in a fork of the warm target interpreter instead (target.run_ansiballz),
+so Ansible's own argument handling, async, environment and result parsing
+stay untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ansible.module_utils.common.text.converters import to_text
+from ansible.plugins.action import ActionBase
+
+
+class ActionModuleMixin:
+    """Overrides of ActionBase for Mitogen connections."""
+
+    _connection: Any
+    _loader: Any
+    _play_context: Any
+
+    _mitogen_module: Any = None
+
+    def _configure_module(self, *args: Any, **kwargs: Any) -> Any:
+        """Remember the module just built, to recognise its payload."""
+        result = ActionBase._configure_module(self, *args, **kwargs)  # type: ignore[arg-type]
+        self._mitogen_module = result[0]
+        return result
+
+    def _pipelined_payload(self, in_data: bytes | None) -> Any:
+        """The built module if `in_data` is its new-style Python payload."""
+        built = self._mitogen_module
+        if built is None or in_data is None or in_data is not built.b_module_data:
+            return None
+        if built.module_style != 'new' or not (built.shebang or '').startswith('#!'):
+            return None
+        return built
+
+    def _low_level_execute_command(self, cmd: str, sudoable: bool = True,
+                                   in_data: bytes | None = None,
+                                   executable: str | None = None,
+                                   encoding_errors: str = 'surrogate_then_replace',
+                                   chdir: str | None = None,
+                                   **kwargs: Any) -> dict[str, Any]:
+        if executable is None:
+            executable = self._play_context.executable
+        if self._connection.transport == 'local' and chdir is None:
+            chdir = self._loader.get_basedir()
+        built = self._pipelined_payload(in_data)
+        if built is not None:
+            environment: dict[str, str] = {}
+            if not built.has_environment:
+                self._compute_environment_string(environment)  # type: ignore[attr-defined]
+            interpreter = built.shebang[2:].strip().split()[0]
+            rc, stdout, stderr = self._connection.run_ansiballz(
+                in_data, environment, chdir, interpreter)
+        else:
+            rc, stdout, stderr = self._connection.exec_command(
+                cmd, in_data=in_data, sudoable=sudoable, executable=executable or None,
+                chdir=chdir)
+        process_result = kwargs.get('process_result')
+        if process_result is not None:
+            rc, stdout, stderr = process_result(rc, stdout, stderr)
+        out = to_text(stdout, errors=encoding_errors)
+        err = to_text(stderr, errors=encoding_errors)
+        return {'rc': 0 if rc is None else rc, 'stdout': out,
+                'stdout_lines': out.splitlines(), 'stderr': err,
+                'stderr_lines': err.splitlines()}
+
+    def _fixup_perms2(self, remote_paths: list[str], remote_user: str | None = None,
+                      execute: bool = True) -> list[str]:
+        if execute:
+            self._remote_chmod(remote_paths, mode='u+x')  # type: ignore[attr-defined]
+        return remote_paths

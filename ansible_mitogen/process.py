@@ -1,0 +1,125 @@
+"""Starting the mux from the controller, and reaching it from workers.
+
+`MuxProcess.start()` runs once per ansible-playbook process (strategies are
+made per play and per serial batch; the mux outlives them). It spawns
+`python -m ansible_mitogen.mux` rather than forking, because the controller
+already runs threads. The socket path travels to workers in the
+environment, which they inherit when forked. `get_router()` gives each
+process (worker, or the controller itself for meta: reset_connection) its
+own connection to the mux, made on first use.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import select
+import subprocess
+import sys
+import threading
+
+import mitogen.core
+import mitogen.parent
+import mitogen.unix
+
+#: Environment variable holding the mux socket path.
+ENV_PATH = 'MITOGEN_ANSIBLE_MUX'
+
+#: Seconds allowed for the mux to start, and to exit at the end.
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+
+
+class MuxError(mitogen.core.Error):
+    """The mux could not be started or reached."""
+
+
+class MuxProcess:
+    """The process-wide mux child of ansible-playbook."""
+
+    _proc: subprocess.Popen[bytes] | None = None
+    _lock = threading.Lock()
+
+    @classmethod
+    def start(cls) -> str:
+        """Start the mux unless running; return its socket path."""
+        with cls._lock:
+            if cls._proc is None or cls._proc.poll() is not None:
+                cls._spawn()
+            return os.environ[ENV_PATH]
+
+    @classmethod
+    def _spawn(cls) -> None:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ)
+        env['PYTHONPATH'] = os.pathsep.join(
+            [root] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p])
+        proc = subprocess.Popen(
+            [sys.executable, '-m', 'ansible_mitogen.mux'], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, env=env, close_fds=True)
+        assert proc.stdout is not None
+        line = _read_line(proc.stdout.fileno(), START_TIMEOUT)
+        if not line:
+            proc.kill()
+            proc.wait()
+            raise MuxError('the Mitogen mux process failed to start (exit status %s)',
+                           proc.poll())
+        cls._proc = proc
+        os.environ[ENV_PATH] = line
+        atexit.register(cls.stop)
+
+    @classmethod
+    def stop(cls) -> None:
+        """Close the mux's stdin so it shuts every context down and exits."""
+        with cls._lock:
+            proc, cls._proc = cls._proc, None
+        if proc is None:
+            return
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.close()
+        try:
+            proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        os.environ.pop(ENV_PATH, None)
+
+
+def _read_line(fd: int, timeout: float) -> str:
+    """Read one line from `fd` within `timeout` seconds ('' on EOF)."""
+    data = b''
+    deadline = mitogen.core.now() + timeout
+    while not data.endswith(b'\n'):
+        remaining = deadline - mitogen.core.now()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            return ''
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return ''
+        data += chunk
+    return data.decode().strip()
+
+
+_connection: dict[str, object] = {}
+
+
+def get_router() -> tuple[mitogen.parent.Router, mitogen.core.Context]:
+    """This process's Router connected to the mux, and the mux's Context."""
+    if _connection.get('pid') != os.getpid():
+        path = os.environ.get(ENV_PATH)
+        if not path:
+            raise MuxError('the Mitogen mux is not running: use a mitogen_* strategy '
+                           '(or the ansible_mitogen strategy plugins) to start it')
+        router, mux = mitogen.unix.connect(path)
+        _connection.update(pid=os.getpid(), router=router, mux=mux)
+    return _connection['router'], _connection['mux']  # type: ignore[return-value]
+
+
+def disconnect() -> None:
+    """Drop this process's connection to the mux (if any)."""
+    if _connection.get('pid') == os.getpid():
+        router = _connection['router']
+        _connection.clear()
+        router.broker.shutdown()  # type: ignore[attr-defined]
+        router.broker.join(10)  # type: ignore[attr-defined]

@@ -1,0 +1,178 @@
+"""Services that run in the mux process on behalf of Ansible workers.
+
+ContextService owns the connections to targets: a *stack* (a list of
+`{'method': ..., 'kwargs': ...}` hops, e.g. ssh then sudo) names a chain of
+contexts. The first request for a stack builds it hop by hop, reusing every
+prefix already up; concurrent requests for the same hop wait for one
+attempt. Contexts are reference-counted per worker request and the least
+recently used idle chains are shut down beyond `max_interpreters`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+import ansible_mitogen.target
+import mitogen.core
+import mitogen.parent
+import mitogen.service
+from mitogen.service import AllowParents, arg_spec, expose
+
+LOG = logging.getLogger('ansible_mitogen.services')
+
+#: Keyword arguments never used to tell contexts apart, nor logged.
+SECRET_KEYS = ('password',)
+
+
+def stack_key(stack: list[dict[str, Any]]) -> str:
+    """A stable identity for a stack, without secrets."""
+    return json.dumps([
+        {'method': hop['method'],
+         'kwargs': {k: v for k, v in sorted(hop['kwargs'].items())
+                    if k not in SECRET_KEYS}}
+        for hop in stack], sort_keys=True, default=str)
+
+
+class ContextService(mitogen.service.Service):
+    """Create, share, count and evict the contexts Ansible tasks run in."""
+
+    #: Idle chains kept before the least recently used is shut down.
+    max_interpreters = 20
+
+    def __init__(self, router: mitogen.parent.Router) -> None:
+        super().__init__(router)
+        self._lock = threading.Lock()
+        self._by_key: dict[str, mitogen.parent.Context] = {}
+        self._key_by_id: dict[int, str] = {}
+        self._init_results: dict[int, dict[str, Any]] = {}
+        self._refs: dict[int, int] = {}
+        self._lru: list[int] = []
+        self._pending: dict[str, mitogen.core.Latch] = {}
+        self._children: dict[int, list[int]] = {}
+
+    def _forget(self, context_id: int) -> None:
+        with self._lock:
+            key = self._key_by_id.pop(context_id, None)
+            if key is not None:
+                self._by_key.pop(key, None)
+            self._init_results.pop(context_id, None)
+            self._refs.pop(context_id, None)
+            if context_id in self._lru:
+                self._lru.remove(context_id)
+            children = self._children.pop(context_id, [])
+        for child_id in children:
+            self._forget(child_id)
+
+    def _connect_hop(self, key: str, hop: dict[str, Any],
+                     via: mitogen.parent.Context | None) -> mitogen.parent.Context:
+        """Return the context for `key`, starting it once even when many
+        workers ask at the same time."""
+        with self._lock:
+            context = self._by_key.get(key)
+            if context is not None:
+                return context
+            latch = self._pending.get(key)
+            owner = latch is None
+            if owner:
+                latch = self._pending[key] = mitogen.core.Latch()
+                latch.waiters = 0
+            else:
+                latch.waiters += 1
+        if not owner:
+            ok, value = latch.get()
+            if ok:
+                return value
+            raise value
+        try:
+            kwargs = dict(hop['kwargs'])
+            if via is not None:
+                kwargs['via'] = via
+            context = self.router.connect(hop['method'], **kwargs)
+            init = context.call(ansible_mitogen.target.init_child)
+            mitogen.core.listen(context, 'disconnect',
+                                lambda: self._forget(context.context_id))
+            with self._lock:
+                self._by_key[key] = context
+                self._key_by_id[context.context_id] = key
+                self._init_results[context.context_id] = init
+                if via is not None:
+                    self._children.setdefault(via.context_id, []).append(
+                        context.context_id)
+            result = (True, context)
+        except Exception as e:
+            result = (False, e)
+        with self._lock:
+            del self._pending[key]
+            for _ in range(latch.waiters):
+                latch.put(result)
+        if not result[0]:
+            raise result[1]
+        return result[1]
+
+    def _evict(self) -> None:
+        with self._lock:
+            idle = [cid for cid in self._lru if not self._refs.get(cid)]
+            excess = len(self._lru) - self.max_interpreters
+            victims = idle[:max(0, excess)]
+        for context_id in victims:
+            context = self.router.context_by_id(context_id)
+            LOG.debug('%r: evicting idle %r', self, context)
+            self._forget(context_id)
+            context.shutdown()
+
+    @expose(AllowParents())
+    @arg_spec({'stack': list})
+    def get(self, stack: list[dict[str, Any]]) -> dict[str, Any]:
+        """Return `{'context', 'init_child_result', 'msg': None}` for the
+        chain `stack`, or `{'msg': error, 'method_name': hop method}`."""
+        via = None
+        for depth in range(1, len(stack) + 1):
+            hop = stack[depth - 1]
+            try:
+                via = self._connect_hop(stack_key(stack[:depth]), hop, via)
+            except mitogen.core.StreamError as e:
+                return {'context': None, 'msg': str(e),
+                        'method_name': hop['method']}
+        assert via is not None
+        with self._lock:
+            self._refs[via.context_id] = self._refs.get(via.context_id, 0) + 1
+            if via.context_id in self._lru:
+                self._lru.remove(via.context_id)
+            self._lru.append(via.context_id)
+            init = self._init_results[via.context_id]
+        self._evict()
+        return {'context': via, 'init_child_result': init, 'msg': None,
+                'method_name': None}
+
+    @expose(AllowParents())
+    @arg_spec({'context': mitogen.core.Context})
+    def put(self, context: mitogen.core.Context) -> None:
+        """A worker is done with `context` (from get())."""
+        with self._lock:
+            if self._refs.get(context.context_id):
+                self._refs[context.context_id] -= 1
+
+    @expose(AllowParents())
+    @arg_spec({'stack': list})
+    def reset(self, stack: list[dict[str, Any]]) -> bool:
+        """Shut down the chain for `stack` from its first hop, so the next
+        get() starts afresh (meta: reset_connection). Returns True if
+        something was running."""
+        key = stack_key(stack[:1])
+        with self._lock:
+            context = self._by_key.get(key)
+        if context is None:
+            return False
+        self._forget(context.context_id)
+        context.shutdown(wait=True, timeout=10)
+        return True
+
+    def on_shutdown(self) -> None:
+        with self._lock:
+            roots = [self._by_key[k] for k in list(self._by_key)
+                     if len(json.loads(k)) == 1]
+        for context in roots:
+            context.shutdown()
