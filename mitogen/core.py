@@ -557,7 +557,10 @@ class Receiver:
     def close(self):
         """Unregister the handle and wake waiters with ChannelError."""
         if self.handle is not None:
-            self.router.del_handler(self.handle)
+            try:
+                self.router.del_handler(self.handle)
+            except KeyError:
+                pass
             self.handle = None
         try:
             self._latch.put(Message.dead(ChannelError.local_msg))
@@ -1447,14 +1450,14 @@ class Router:
                 self.max_message_size,))
         if in_stream is not None:
             protocol = in_stream.protocol
-            if protocol.auth_id is not None:
-                msg.auth_id = protocol.auth_id
             if not self._is_from(msg.src_id, in_stream):
                 LOG.error('%r: dropping %r from %r: its src_id is not '
                           'reachable through that stream', self, msg,
                           in_stream)
                 return
-            if in_stream is not self.parent_stream and \
+            if protocol.auth_id is not None:
+                msg.auth_id = protocol.auth_id
+            elif in_stream is not self.parent_stream and \
                     not self._is_from(msg.auth_id, in_stream):
                 LOG.error('%r: dropping %r from %r: it claims authority '
                           'of context %s, which it does not have', self, msg,

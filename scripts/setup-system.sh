@@ -10,7 +10,7 @@ set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
 
-PACKAGES=(openssh-server openssh-client sudo acl opendoas iproute2)
+PACKAGES=(openssh-server openssh-client sudo acl opendoas iproute2 rsync)
 
 die() {
     echo "setup-system.sh: ERROR: $*" >&2

@@ -68,10 +68,10 @@ def test_cast():
     class D(dict):
         pass
 
-    class I(int):
+    class Tagged(int):
         pass
 
-    out = mitogen.utils.cast(D(a=[S('x'), (1, 2)], b=b'y', c=I(3), d=True))
+    out = mitogen.utils.cast(D(a=[S('x'), (1, 2)], b=b'y', c=Tagged(3), d=True))
     assert out == {'a': ['x', [1, 2]], 'b': b'y', 'c': 3, 'd': True}
     assert type(out) is dict and type(out['a'][0]) is str
     assert type(out['c']) is int and type(out['d']) is bool
