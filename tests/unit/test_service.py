@@ -207,3 +207,32 @@ def test_pool_stop_joins_threads(router):
     pool.stop(join=True)
     assert not any(t.is_alive() for t in threads)
     assert threading.current_thread() not in threads
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('transport', ['local', 'ssh'])
+def test_file_service_one_gigabyte(router, file_service, tmp_path, testbed, transport):
+    size = 1024 * 1048576
+    path = tmp_path / 'gigabyte'
+    with open(path, 'wb') as fp:
+        fp.write(os.urandom(1048576))
+        fp.truncate(size)
+    os.chmod(tmp_path, 0o755)
+    os.chmod(path, 0o644)
+    file_service.register(str(path))
+    if transport == 'local':
+        context = router.local()
+    else:
+        context = router.ssh(hostname='127.0.0.1', port=testbed.sshd.port,
+                             username=testbed.accounts.plain.name,
+                             identity_file=str(testbed.keys.client_key),
+                             known_hosts_file=str(testbed.sshd.known_hosts),
+                             compression=False)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    dest = '/tmp/mitogen-gigabyte-%d' % os.getpid()
+    ok, got, digest, _, child_peak_kib = context.call(service_helpers.fetch_file,
+                                                      str(path), dest)
+    growth_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert ok and got == size and digest == sha256_of(path)
+    assert growth_kib < 64 * 1024, 'master grew %d KiB' % growth_kib
+    assert child_peak_kib < 96 * 1024, 'child peaked at %d KiB' % child_peak_kib
