@@ -1,11 +1,11 @@
 """Packaging for mitogen and ansible_mitogen; tool settings live in pyproject.toml."""
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name='mitogen-ng',
     version='0.1.0',
     description='Start Python interpreters anywhere a command runs; Ansible accelerator.',
-    packages=['mitogen', 'ansible_mitogen'],
+    packages=find_packages(include=['mitogen', 'ansible_mitogen', 'ansible_mitogen.*']),
     python_requires='>=3.6',
 )

@@ -19,6 +19,7 @@ from typing import Any
 
 from ansible.errors import AnsibleConnectionFailure, AnsibleError
 from ansible.plugins.connection import ConnectionBase
+from ansible.utils.display import Display
 
 import ansible_mitogen.process
 import ansible_mitogen.target
@@ -35,6 +36,8 @@ _CONTROL_OPTIONS = ('controlmaster', 'controlpersist', 'controlpath')
 BECOME_METHODS = ('sudo', 'su', 'doas')
 
 SERVICE = 'ansible_mitogen.services.ContextService'
+
+display = Display()
 
 
 def filter_ssh_args(args: list[str]) -> list[str]:
@@ -62,6 +65,24 @@ def become_flags(flags: str | None) -> list[str]:
     """sudo flags from become_flags, minus -S and -n: we answer the
     password prompt ourselves on a pty."""
     return [f for f in shlex.split(flags or '') if f not in ('-S', '-n')]
+
+
+def connect_error(result: dict[str, Any]) -> AnsibleError:
+    """The exception stock Ansible would raise for a failed hop, worded as
+    it words it (playbooks match on these messages); our own detailed
+    message is shown at -vvv."""
+    method = result['method_name']
+    display.vvv('Mitogen: %s' % (result['msg'],))
+    if method in BECOME_METHODS:
+        if result['reason'] == 'bad_password':
+            return AnsibleError('Incorrect %s password' % (method,))
+        if result['reason'] == 'need_password':
+            return AnsibleError('Missing %s password' % (method,))
+        return AnsibleError('%s: %s' % (method, result['msg']))
+    if method == 'ssh':
+        return AnsibleConnectionFailure('Failed to connect to the host via ssh: %s'
+                                        % (result['output'] or result['msg'],))
+    return AnsibleConnectionFailure(result['msg'])
 
 
 class Connection(ConnectionBase):
@@ -99,9 +120,7 @@ class Connection(ConnectionBase):
         stack = self.get_stack()
         result = mux.call_service(SERVICE, 'get', stack=stack)
         if result['msg'] is not None:
-            if result['method_name'] in BECOME_METHODS:
-                raise AnsibleError('%s: %s' % (result['method_name'], result['msg']))
-            raise AnsibleConnectionFailure(result['msg'])
+            raise connect_error(result)
         self.context = result['context']
         self.init_child_result = result['init_child_result']
         self._connected = True

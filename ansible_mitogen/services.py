@@ -10,8 +10,10 @@ recently used idle chains are shut down beyond `max_interpreters`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import threading
 from typing import Any
 
@@ -23,17 +25,40 @@ from mitogen.service import AllowParents, arg_spec, expose
 
 LOG = logging.getLogger('ansible_mitogen.services')
 
-#: Keyword arguments never used to tell contexts apart, nor logged.
+#: Keyword arguments that appear in keys only as a salted digest.
 SECRET_KEYS = ('password',)
+
+#: Per-process salt for those digests.
+_SALT = os.urandom(16)
+
+
+def _key_value(name: str, value: Any) -> Any:
+    if name in SECRET_KEYS and value is not None:
+        return hashlib.sha256(_SALT + str(value).encode('utf-8')).hexdigest()
+    return value
 
 
 def stack_key(stack: list[dict[str, Any]]) -> str:
-    """A stable identity for a stack, without secrets."""
+    """A stable identity for a stack. A different password is a different
+    chain (a wrong password must fail, as it does with stock Ansible), but
+    secrets only appear as salted digests."""
     return json.dumps([
         {'method': hop['method'],
-         'kwargs': {k: v for k, v in sorted(hop['kwargs'].items())
-                    if k not in SECRET_KEYS}}
+         'kwargs': {k: _key_value(k, v) for k, v in sorted(hop['kwargs'].items())}}
         for hop in stack], sort_keys=True, default=str)
+
+
+def failure(error: mitogen.core.StreamError, method_name: str) -> dict[str, Any]:
+    """Describe a failed hop for the worker: the message, a `reason` the
+    worker maps to stock Ansible's wording, and the program's last output."""
+    text = str(error)
+    reason = 'other'
+    if isinstance(error, mitogen.parent.PasswordError):
+        need = mitogen.parent.FAILURE_REASONS['need_password'] in text
+        reason = 'need_password' if need else 'bad_password'
+    output = text.partition('its last output was:\n')[2]
+    return {'context': None, 'msg': text, 'method_name': method_name,
+            'reason': reason, 'output': output.strip()}
 
 
 class ContextService(mitogen.service.Service):
@@ -134,8 +159,7 @@ class ContextService(mitogen.service.Service):
             try:
                 via = self._connect_hop(stack_key(stack[:depth]), hop, via)
             except mitogen.core.StreamError as e:
-                return {'context': None, 'msg': str(e),
-                        'method_name': hop['method']}
+                return failure(e, hop['method'])
         assert via is not None
         with self._lock:
             self._refs[via.context_id] = self._refs.get(via.context_id, 0) + 1

@@ -48,4 +48,5 @@ make_venv .venv 3.12
 if [ "${FULL:-0}" = 1 ]; then
     make_venv .venv-3.11 3.11
 fi
+bash scripts/setup-ansible.sh
 echo "setup.sh: ready (controller $(.venv/bin/python --version), venv $here/.venv)"

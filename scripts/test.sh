@@ -29,4 +29,8 @@ run_pytest .venv "${markers[@]}" "$@"
 if [ "${FULL:-0}" = 1 ]; then
     echo "test.sh: library tests again with a Python 3.11 controller"
     run_pytest .venv-3.11 -q tests/unit
+    for series in 2.20 2.19; do
+        echo "test.sh: Ansible tests again with ansible-core $series"
+        run_pytest ".venv-ansible-$series" -q tests/ansible
+    done
 fi

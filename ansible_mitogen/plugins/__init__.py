@@ -1,0 +1,1 @@
+"""Ansible plugins shipped with ansible_mitogen (point Ansible at the subdirectories)."""

@@ -1,0 +1,1 @@
+"""Strategy plugins: builtin strategies with StrategyMixin in front (strategy_plugins dir)."""

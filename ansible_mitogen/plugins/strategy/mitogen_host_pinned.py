@@ -1,0 +1,27 @@
+"""Strategy plugin `mitogen_host_pinned`: the builtin `host_pinned` strategy run through Mitogen."""
+
+from __future__ import annotations
+
+try:
+    from ansible_mitogen.strategy import StrategyMixin
+except ImportError:  # used from a source tree: the ansible_mitogen package is 3 levels up
+    import os.path
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
+    from ansible_mitogen.strategy import StrategyMixin
+
+from ansible.plugins.strategy.host_pinned import StrategyModule as HostPinnedStrategyModule
+
+DOCUMENTATION = """
+    name: mitogen_host_pinned
+    short_description: The host_pinned strategy, run through Mitogen
+    description:
+        - Behaves like the builtin C(host_pinned) strategy; tasks run through Mitogen's connections.
+        - Needs the ansible_mitogen package (importable, or this file inside its source tree).
+    author: mitogen-ng
+"""
+
+
+class StrategyModule(StrategyMixin, HostPinnedStrategyModule):
+    """`host_pinned` with StrategyMixin in front."""

@@ -1,0 +1,70 @@
+"""StrategyMixin: the one piece of Mitogen in the strategy plugins.
+
+ansible-core makes a new strategy instance per play and per `serial` batch and calls its
+`cleanup()` after each, so nothing here is per instance: `run()` checks the ansible-core
+version, installs the loader hooks once per process (they are removed at interpreter exit)
+and turns them on for the duration of the builtin strategy's own `run()`. Plays that use a
+builtin strategy in the same run see ansible-core's loaders untouched.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os.path
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from ansible.plugins.loader import connection_loader
+from ansible.utils.display import Display
+
+import ansible_mitogen
+import ansible_mitogen.connection
+import ansible_mitogen.process
+from ansible_mitogen import compat, loaders
+from ansible_mitogen.mixins import ActionModuleMixin
+
+#: Where mitogen_ssh and mitogen_local live.
+CONNECTION_PLUGINS = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                  'plugins', 'connection')
+
+display = Display()
+_exit_hook_registered = False
+
+
+class StrategyMixin:
+    """Put in front of a builtin StrategyModule: `class StrategyModule(StrategyMixin, linear)`.
+
+    `run()` starts the process-wide mux (once), then turns the loader hooks on:
+    `connection_redirects` (connection name -> plugin to load instead, see
+    `loaders.redirect_map`; by default ssh and local go to mitogen_ssh and mitogen_local)
+    and `action_mixin` (mixed into the action plugins of tasks whose connection is ours).
+    Importing the connection code here lets every forked worker inherit it.
+    """
+
+    connection_redirects: ClassVar[Mapping[str, str]] = loaders.redirect_map(
+        'mitogen_ssh', 'mitogen_local')
+    action_mixin: ClassVar[type | None] = ActionModuleMixin
+
+    def run(self, iterator: Any, play_context: Any, *args: Any, **kwargs: Any) -> Any:
+        compat.check_supported()
+        connection_loader.add_directory(CONNECTION_PLUGINS)
+        ansible_mitogen.process.MuxProcess.start()
+        install_hooks(self.connection_redirects, self.action_mixin)
+        try:
+            return super().run(iterator, play_context, *args, **kwargs)  # type: ignore[misc]
+        finally:
+            loaders.deactivate()
+
+
+def install_hooks(connection_redirects: Mapping[str, str], action_mixin: type | None) -> None:
+    """Install (or reconfigure) the loader hooks; the first call arranges their removal at
+    interpreter exit."""
+    global _exit_hook_registered
+    loaders.install(connection_redirects, action_mixin)
+    if not _exit_hook_registered:
+        atexit.register(loaders.uninstall)
+        _exit_hook_registered = True
+        display.vvv(
+            f"ansible_mitogen from {os.path.dirname(ansible_mitogen.__file__)}: loader hooks "
+            f"installed on ansible-core {compat.ANSIBLE_VERSION}"
+        )

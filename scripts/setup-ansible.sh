@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Install the pinned ansible-core releases the Ansible tests run against.
+#
+#   scripts/setup-ansible.sh            ansible-core 2.21 into .venv (Python 3.12)
+#   FULL=1 scripts/setup-ansible.sh     also 2.20 into .venv-ansible-2.20 (Python 3.12)
+#                                       and 2.19 into .venv-ansible-2.19 (Python 3.11)
+#   scripts/setup-ansible.sh 2.19 2.21  exactly the series named
+#
+# Pins live in requirements-ansible-<series>.txt. The extra venvs also get
+# requirements-dev.txt so the test suite can run under them. Idempotent: a venv
+# whose packages already match its pins is left alone. Fails loudly.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+
+die() { echo "setup-ansible.sh: ERROR: $*" >&2; exit 1; }
+
+pyenv_root=${PYENV_ROOT:-}
+if [ -z "$pyenv_root" ] && command -v pyenv >/dev/null; then
+    pyenv_root=$(pyenv root)
+fi
+pyenv_root=${pyenv_root:-$HOME/.pyenv}
+
+find_python() {  # find_python 3.12 -> path of an interpreter of that version
+    local candidate
+    for candidate in "$pyenv_root"/versions/"$1".*/bin/python"$1" "$(command -v python"$1" || true)"; do
+        if [ -n "$candidate" ] && [ -x "$candidate" ]; then echo "$candidate"; return 0; fi
+    done
+    die "no Python $1 found (looked in $pyenv_root/versions and PATH)"
+}
+
+venv_python_is() {  # venv_python_is DIR 3.12: true if DIR is a venv of that Python
+    [ -x "$1/bin/python" ] &&
+        "$1/bin/python" -c "import sys; assert '%d.%d' % sys.version_info[:2] == '$2'" 2>/dev/null
+}
+
+pins_satisfied() {  # pins_satisfied DIR FILE...: every 'name==version' pin is installed
+    local wanted installed
+    wanted=$(cat "${@:2}" | sed -e 's/#.*//' -e '/^[[:space:]]*$/d' | tr 'A-Z_' 'a-z-' | sort -u)
+    installed=$("$1/bin/python" -m pip freeze --disable-pip-version-check 2>/dev/null | tr 'A-Z_' 'a-z-' | sort -u)
+    [ -z "$(comm -23 <(echo "$wanted") <(echo "$installed"))" ]
+}
+
+install_series() {  # install_series SERIES VENV PYTHON_VERSION WITH_DEV(0|1)
+    local series=$1 venv=$2 python=$3 with_dev=$4 began files pinned actual
+    local pins="requirements-ansible-$series.txt"
+    [ -f "$pins" ] || die "no pin file $pins"
+    files=("$pins")
+    [ "$with_dev" = 1 ] && files+=(requirements-dev.txt)
+    began=$EPOCHREALTIME
+    if ! venv_python_is "$venv" "$python"; then
+        [ "$with_dev" = 1 ] || die "$venv is missing or not Python $python: run scripts/setup.sh first"
+        rm -rf "$venv"
+        "$(find_python "$python")" -m venv "$venv" || die "could not create $venv"
+    fi
+    if pins_satisfied "$venv" "${files[@]}"; then
+        echo "setup-ansible.sh: $venv already has ansible-core $series"
+    else
+        local args=()
+        for f in "${files[@]}"; do args+=(-r "$f"); done
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check "${args[@]}" ||
+            die "pip install into $venv failed"
+    fi
+    pinned=$(sed -n 's/^ansible-core==//p' "$pins")
+    actual=$("$venv/bin/python" -c 'import ansible.release; print(ansible.release.__version__)') ||
+        die "ansible-core does not import in $venv"
+    [ "$actual" = "$pinned" ] || die "$venv has ansible-core $actual, expected $pinned"
+    "$venv/bin/ansible-playbook" --version >/dev/null || die "$venv/bin/ansible-playbook does not run"
+    printf 'setup-ansible.sh: %s: ansible-core %s on Python %s (%.1fs)\n' \
+        "$venv" "$actual" "$python" "$(awk "BEGIN { print $EPOCHREALTIME - $began }")"
+}
+
+series=("$@")
+if [ "${#series[@]}" -eq 0 ]; then
+    series=(2.21)
+    [ "${FULL:-0}" = 1 ] && series+=(2.20 2.19)
+fi
+for s in "${series[@]}"; do
+    case "$s" in
+        2.21) install_series 2.21 .venv 3.12 0 ;;
+        2.20) install_series 2.20 .venv-ansible-2.20 3.12 1 ;;
+        2.19) install_series 2.19 .venv-ansible-2.19 3.11 1 ;;
+        *) die "unknown ansible-core series '$s' (supported: 2.19 2.20 2.21)" ;;
+    esac
+done

@@ -1,0 +1,1 @@
+"""Tests of ansible_mitogen: loader hooks, strategy plugins, playbooks compared with stock."""

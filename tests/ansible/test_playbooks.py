@@ -1,0 +1,129 @@
+"""Every playbook under playbooks/ gives the same results with Mitogen's strategies as with
+the builtin ones: per-task changed/failed/skipped/rc/stdout/stderr/msg, the recap, the exit
+status and the files left on the target and fetched to the controller."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.ansible.harness import PLAYBOOKS as PLAYBOOK_DIR
+from tests.ansible.harness import Harness
+
+pytestmark = [pytest.mark.needs_testbed, pytest.mark.timeout(300)]
+
+PRESENT, ABSENT = object(), object()
+
+#: Checks on the stock results, so a playbook that stops testing what it says fails here
+#: rather than comparing two identical non-results: (host, task) -> expected fields.
+EXPECTED: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
+    "command_shell.yml": {
+        ("plain", "command with stdout"): {"rc": 0, "stdout": "hello world", "changed": True},
+        ("plain", "command rc 3 is a failure"): {"rc": 3, "stdout": "out", "stderr": "err"},
+        ("plain", "shell chdir"): {"stdout": "<WORKDIR>/plain"},
+        ("plain", "command creates (skipped, file exists)"): {"changed": False},
+        ("plain", "command stdin"): {"stdout": "line one\nline two"},
+        ("plain", "large output size"): {"msg": "20000 108893"},
+    },
+    "files.yml": {
+        ("plain", "copy content again (unchanged)"): {"changed": False},
+        ("plain", "copy a directory tree again (unchanged)"): {"changed": False},
+        ("plain", "template again (unchanged)"): {"changed": False},
+        ("plain", "fetch again (unchanged)"): {"changed": False},
+        ("plain", "slurp a missing file fails"): {"failed": True},
+    },
+    "loops.yml": {
+        ("plain", "loop results"): {"msg": ["r1", "r2"]},
+        ("plain", "until succeeds on the third attempt"): {"stdout": "3", "attempts": 3},
+        ("plain", "one failing item among several"): {"failed": True},
+    },
+    "handlers.yml": {
+        ("plain", "after the flush"): {"stdout": "run\nheard"},
+    },
+    "check_diff.yml": {
+        ("plain", "command in check mode is skipped"): {"skipped": True},
+        ("plain", "checked stat result"): {"msg": 16},
+    },
+    "no_log.yml": {
+        ("plain", "hidden command"): {"censored": PRESENT, "stdout": ABSENT},
+        ("plain", "hidden failure"): {"censored": PRESENT, "failed": True, "rc": ABSENT},
+        ("plain", "a registered hidden result is usable"): {"msg": 7},
+    },
+    "environment.yml": {
+        ("plain", "play environment"): {"stdout": "from-play play"},
+        ("plain", "task environment overrides the play"): {"stdout": "from-play task from-task"},
+        ("plain", "block environment"): {"stdout": "from-block"},
+        ("plain", "a variable with spaces and quotes"): {
+            "stdout": "a 'quoted' \"value\" with $dollar"
+        },
+    },
+    "become.yml": {
+        ("sudo_nopw", "without become"): {"stdout": "mitogen__sudo_nopw"},
+        ("sudo_nopw", "become root"): {"stdout": "root"},
+        ("sudo_nopw", "become root with the FQCN method"): {"stdout": "0"},
+        ("sudo_nopw", "root file owner"): {"msg": "root 0600"},
+        ("sudo_nopw", "become another unprivileged account"): {"stdout": "mitogen__plain"},
+        ("sudo_pw", "become root with a password"): {"stdout": "root"},
+        ("sudo_pw", "wrong password fails"): {"failed": True},
+    },
+    "delegate.yml": {
+        ("plain", "delegate to localhost"): {"stdout": "for plain"},
+        ("sudo_nopw", "delegate to another inventory host"): {"stdout": "mitogen__sudo_pw"},
+        ("plain", "remote again after delegation"): {"stdout": "mitogen__plain"},
+    },
+    "failures.yml": {
+        ("dead", "ping, unreachable on one host"): {"unreachable": True},
+        ("plain", "the reachable host goes on"): {"stdout": "still here"},
+        ("plain", "fatal failure"): {"rc": 5, "stdout": "before dying", "failed": True},
+    },
+    "serial.yml": {
+        ("sudo_pw", "third play"): None,
+        ("plain", "third play"): {"stdout": "plain"},
+    },
+}
+
+PLAYBOOKS = sorted(EXPECTED)
+
+
+def check_expected(run: Any, playbook: str) -> None:
+    for (host, task), fields in EXPECTED[playbook].items():
+        if fields is None:
+            assert not [r for r in run.results if r["host"] == host and r["task"] == task]
+            continue
+        result = run.result(host, task)
+        for key, value in fields.items():
+            where = f"{playbook} {host} {task!r}: {key}\n{result}"
+            if value is PRESENT or value is ABSENT:
+                assert (key in result) == (value is PRESENT), where
+            else:
+                assert result.get(key) == value, where
+
+
+@pytest.mark.parametrize("playbook", PLAYBOOKS)
+def test_mitogen_linear_matches_linear(harness: Harness, playbook: str) -> None:
+    comparison = harness.compare(playbook)
+    check_expected(comparison.baseline, playbook)
+    comparison.assert_same()
+
+
+@pytest.mark.parametrize(
+    "baseline, candidate, playbook",
+    [
+        ("free", "mitogen_free", "delegate.yml"),
+        ("host_pinned", "mitogen_host_pinned", "serial.yml"),
+        ("linear", "mitogen", "command_shell.yml"),
+    ],
+)
+def test_other_strategies_match_their_builtin(
+    harness: Harness, baseline: str, candidate: str, playbook: str
+) -> None:
+    comparison = harness.compare(playbook, baseline, candidate)
+    check_expected(comparison.baseline, playbook)
+    comparison.assert_same()
+
+
+def test_every_playbook_is_tested() -> None:
+    special = {"recording.yml", "divergent.yml", "collection.yml"}  # used by test_strategy.py
+    on_disk = {p.name for p in PLAYBOOK_DIR.glob("*.yml")} - special
+    assert on_disk == set(PLAYBOOKS)
