@@ -2,7 +2,6 @@
 
 import hashlib
 import os
-import resource
 import threading
 import time
 
@@ -83,7 +82,7 @@ def call_parent_service(service_name, method_name, router, **kwargs):
 @mitogen.core.takes_router
 def fetch_file(path, dest, router):
     """Fetch `path` from the master's FileService into `dest`; return
-    (ok, size, sha256, peak RSS in KiB)."""
+    (ok, size, sha256, metadata size, peak RSS in KiB)."""
     master = router.context_by_id(0)
     with open(dest, 'wb') as fp:
         ok, metadata = mitogen.service.FileService.get(master, path, fp, timeout=60)
@@ -93,8 +92,18 @@ def fetch_file(path, dest, router):
             digest.update(block)
     size = os.path.getsize(dest)
     os.unlink(dest)
-    return ok, size, digest.hexdigest(), metadata['size'], \
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return ok, size, digest.hexdigest(), metadata['size'], peak_rss_kib()
+
+
+def peak_rss_kib():
+    """This process's own peak RSS. Not ru_maxrss: Linux carries that
+    across execve, so a child spawned by a large parent would report the
+    parent's size."""
+    with open('/proc/self/status') as fp:
+        for line in fp:
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1])
+    raise RuntimeError('no VmHWM in /proc/self/status')
 
 
 @mitogen.core.takes_router
