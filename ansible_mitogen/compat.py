@@ -53,3 +53,10 @@ def load_result(obj: Any, context: PluginLoadContext) -> tuple[Any, PluginLoadCo
     """What PluginLoader.get_with_context() returns: a (object, plugin_load_context) pair that
     callers unpack (TaskExecutor._get_connection) or read by attribute (PluginLoader.get)."""
     return get_with_context_result(obj, context)
+
+
+def module_applies_environment(built_module: object) -> bool:
+    """True if an AnsiballZ module applies the task's `environment:` itself
+    (2.21's `_BuiltModule.has_environment`); in 2.19 and 2.20 the action
+    always passes it on the module's command line instead."""
+    return bool(getattr(built_module, 'has_environment', False))

@@ -19,6 +19,8 @@ from typing import Any
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 
+from ansible_mitogen import compat
+
 
 class ActionModuleMixin:
     """Overrides of ActionBase for Mitogen connections."""
@@ -57,7 +59,7 @@ class ActionModuleMixin:
         built = self._pipelined_payload(in_data)
         if built is not None:
             environment: dict[str, str] = {}
-            if not built.has_environment:
+            if not compat.module_applies_environment(built):
                 self._compute_environment_string(environment)  # type: ignore[attr-defined]
             interpreter = built.shebang[2:].strip().split()[0]
             rc, stdout, stderr = self._connection.run_ansiballz(
