@@ -48,6 +48,10 @@ class StrategyMixin:
     def run(self, iterator: Any, play_context: Any, *args: Any, **kwargs: Any) -> Any:
         compat.check_supported()
         connection_loader.add_directory(CONNECTION_PLUGINS)
+        for name in set(self.connection_redirects.values()):
+            # Loaded here once, so forked workers inherit the module and its
+            # parsed DOCUMENTATION instead of redoing both for every task.
+            connection_loader.get(name, class_only=True)
         ansible_mitogen.process.MuxProcess.start()
         install_hooks(self.connection_redirects, self.action_mixin)
         try:

@@ -49,9 +49,10 @@ def workloads(workdir: str) -> dict[str, str]:
     with open(template, 'w') as fp:
         fp.write('host {{ inventory_hostname }} item {{ item }}\n')
     dest = '/tmp/mitogen-bench-{{ inventory_hostname }}'
+    escaped = dest.replace('{', '{{').replace('}', '}}')
     copy_tasks = ('    - file: path=%s state=directory\n' % dest +
                   tasks('    - copy: src=%s/small{i}.txt dest=%s/small{i}.txt\n'
-                        % (files, dest), 50) +
+                        % (files, escaped), 50) +
                   '    - copy: src=%s/big.bin dest=%s/big.bin\n' % (files, dest))
     return {
         'debug x100 (floor)': play('h1', tasks('    - debug: msg="task {i}"\n', 100)),
