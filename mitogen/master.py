@@ -167,6 +167,7 @@ class ModuleFinder:
     def __init__(self):
         self._found = {}
         self._related = {}
+        self._imports = {}
         self.methods = [DefectivePython3xMainMethod(), PkgutilMethod(),
                         SysModulesMethod(), ParentEnumerationMethod()]
 
@@ -211,6 +212,21 @@ class ModuleFinder:
             pending.extend(c for c in co.co_consts
                            if isinstance(c, type(co)))
 
+    def _direct_imports(self, name):
+        """Names imported by module `name` (each source compiled once)."""
+        if name not in self._imports:
+            path, source, is_pkg = self.get_module_source(name)
+            found = ()
+            if source is not None:
+                package = name if is_pkg else name.rpartition('.')[0]
+                try:
+                    code = compile(source, path, 'exec', dont_inherit=True)
+                    found = tuple(self._scan_imports(code, package))
+                except SyntaxError:
+                    pass
+            self._imports[name] = found
+        return self._imports[name]
+
     def find_related_imports(self, fullname):
         """Return sibling modules of the same top-level package imported by
         `fullname`, directly or through each other."""
@@ -221,15 +237,7 @@ class ModuleFinder:
         stack = [fullname]
         while stack:
             name = stack.pop()
-            path, source, is_pkg = self.get_module_source(name)
-            if source is None:
-                continue
-            package = name if is_pkg else name.rpartition('.')[0]
-            try:
-                code = compile(source, path, 'exec', dont_inherit=True)
-            except SyntaxError:
-                continue
-            for imported in self._scan_imports(code, package):
+            for imported in self._direct_imports(name):
                 if imported.partition('.')[0] != top or imported in seen or \
                         imported == fullname:
                     continue
