@@ -54,12 +54,13 @@ def workloads(workdir: str) -> dict[str, str]:
                   tasks('    - copy: src=%s/small{i}.txt dest=%s/small{i}.txt\n'
                         % (files, escaped), 50) +
                   '    - copy: src=%s/big.bin dest=%s/big.bin\n' % (files, dest))
+    fresh = '    - file: path=%s state=absent\n' % dest
     return {
         'debug x100 (floor)': play('h1', tasks('    - debug: msg="task {i}"\n', 100)),
         'command x100': play('h1', tasks('    - command: echo {i}\n', 100)),
         'loop x100': play('h1', '    - command: echo {{ item }}\n'
                           '      loop: "{{ range(100) | list }}"\n'),
-        'copy 50 small + 20MB': play('h1', copy_tasks),
+        'copy 50 small + 20MB': play('h1', fresh + copy_tasks),
         'copy again, unchanged': play('h1', copy_tasks),
         'become x30': play('h1', tasks('    - command: id -u\n      become: true\n', 30)),
         'facts x5': play('h1', tasks('    - setup:\n', 5)),
