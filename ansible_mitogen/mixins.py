@@ -77,6 +77,16 @@ class ActionModuleMixin:
                 'stdout_lines': out.splitlines(), 'stderr': err,
                 'stderr_lines': err.splitlines()}
 
+    def _remote_expand_user(self, path: str, sudoable: bool = True,
+                            pathsep: str | None = None) -> str:
+        """Expand `~` for the user the task's context runs as: with become,
+        that is the become user even where ansible-core would expand for
+        the login user (it would then run the command as the login user;
+        we run it as the become user, who must not create files in the
+        login user's home)."""
+        return ActionBase._remote_expand_user(self, path, sudoable=True,  # type: ignore[arg-type]
+                                              pathsep=pathsep)
+
     def _fixup_perms2(self, remote_paths: list[str], remote_user: str | None = None,
                       execute: bool = True) -> list[str]:
         if execute:

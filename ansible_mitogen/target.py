@@ -8,6 +8,7 @@ imports Ansible's controller code.
 import os
 import select
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -18,21 +19,40 @@ import warnings
 import mitogen.core
 import mitogen.service
 
+#: Process groups of commands and module runs in progress: killed when
+#: this context shuts down, so nothing outlives an interrupted playbook.
+_running = set()
 
-def init_child():
-    """First call into a new target: facts the controller keeps."""
+
+def _kill_running():
+    for pgid in list(_running):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+@mitogen.core.takes_router
+def init_child(router):
+    """First call into a new target: arrange the cleanup above and return
+    facts the controller keeps."""
+    mitogen.core.listen(router.broker, 'shutdown', _kill_running)
     return {'home_dir': os.path.expanduser('~'), 'pid': os.getpid()}
 
 
 def exec_command(cmd, in_data=None, chdir=None, executable=None):
-    """Run shell command `cmd` like an ssh login would; return
-    `(rc, stdout, stderr)` as bytes."""
+    """Run shell command `cmd` like an ssh login would, in a process group
+    of its own; return `(rc, stdout, stderr)` as bytes."""
     argv = [executable or '/bin/sh', '-c', cmd]
     proc = subprocess.Popen(
         argv, stdin=subprocess.PIPE if in_data else subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=chdir or None,
-        close_fds=True)
-    stdout, stderr = proc.communicate(in_data or None)
+        close_fds=True, start_new_session=True)
+    _running.add(proc.pid)
+    try:
+        stdout, stderr = proc.communicate(in_data or None)
+    finally:
+        _running.discard(proc.pid)
     return proc.returncode, mitogen.core.Blob(stdout), mitogen.core.Blob(stderr)
 
 
@@ -131,6 +151,10 @@ def _run_in_child(payload, env, chdir, out_w, err_w):
     stderr on the given pipes; never returns."""
     code = 1
     try:
+        try:
+            os.setsid()
+        except OSError:
+            pass  # the parent's setpgid() came first: a group of our own already
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
         null = os.open(os.devnull, os.O_RDONLY)
@@ -205,7 +229,15 @@ def run_ansiballz(payload, env, chdir=None, interpreter=None):
         os.close(out_r)
         os.close(err_r)
         _run_in_child(payload, env, chdir, out_w, err_w)
+    try:
+        os.setpgid(pid, pid)
+    except OSError:
+        pass
+    _running.add(pid)
     os.close(out_w)
     os.close(err_w)
-    rc, stdout, stderr = _collect(pid, out_r, err_r)
+    try:
+        rc, stdout, stderr = _collect(pid, out_r, err_r)
+    finally:
+        _running.discard(pid)
     return rc, mitogen.core.Blob(stdout), mitogen.core.Blob(stderr)
