@@ -86,11 +86,17 @@ def connect_error(result: dict[str, Any]) -> AnsibleError:
 
 
 class Connection(ConnectionBase):
-    """Run tasks in persistent Mitogen contexts held by the mux."""
+    """Run tasks in persistent Mitogen contexts held by the mux.
+
+    A task whose become method is not one we run as a context (BECOME_METHODS)
+    falls back to stock Ansible: `is_mitogen_connection` turns False, so the
+    action runs unmodified and wraps commands itself, and every call is passed
+    to a stock connection of the same type sharing our options.
+    """
 
     has_pipelining = True
-    is_mitogen_connection = True
-    #: The Mitogen connection method of the first hop.
+    #: The Mitogen connection method of the first hop, and the stock plugin
+    #: used for fallback.
     method_name = 'ssh'
 
     def __init__(self, play_context: Any, *args: Any, **kwargs: Any) -> None:
@@ -99,6 +105,28 @@ class Connection(ConnectionBase):
         self.init_child_result: dict[str, Any] = {}
         self._task_vars: dict[str, Any] = {}
         self.cwd: str | None = None
+        self._play_context_arg = play_context
+        self._stock: ConnectionBase | None = None
+
+    @property
+    def is_mitogen_connection(self) -> bool:
+        """False when this task's become method needs stock Ansible."""
+        become = self.become
+        return become is None or become.name.rpartition('.')[2] in BECOME_METHODS
+
+    def stock(self) -> ConnectionBase:
+        """The stock connection that serves tasks we fall back for."""
+        if self._stock is None:
+            from ansible.plugins.loader import connection_loader
+            stock = connection_loader.get(self.method_name, self._play_context_arg,
+                                          os.devnull)
+            stock._options = self._options
+            stock.set_become_plugin(self.become)
+            stock._shell = self._shell
+            self._stock = stock
+        if self.method_name == 'local':
+            self._stock.cwd = self.cwd  # type: ignore[attr-defined]
+        return self._stock
 
     # -- Ansible API ---------------------------------------------------------
 
@@ -114,6 +142,9 @@ class Connection(ConnectionBase):
         return not wrap_async
 
     def _connect(self) -> Connection:
+        if not self.is_mitogen_connection:
+            self.stock()._connect()
+            return self
         if self.context is not None:
             return self
         _, mux = ansible_mitogen.process.get_router()
@@ -131,6 +162,8 @@ class Connection(ConnectionBase):
                      chdir: str | None = None) -> tuple[int, bytes, bytes]:
         """Run `cmd` with `executable -c` (default /bin/sh) in the task's
         context; returns (rc, stdout, stderr)."""
+        if not self.is_mitogen_connection:
+            return self.stock().exec_command(cmd, in_data=in_data, sudoable=sudoable)
         self._connect()
         rc, stdout, stderr = self._call(ansible_mitogen.target.exec_command, cmd,
                                         in_data, chdir or self.cwd, executable)
@@ -146,6 +179,8 @@ class Connection(ConnectionBase):
         return rc, bytes(stdout), bytes(stderr)
 
     def put_file(self, in_path: str, out_path: str) -> None:
+        if not self.is_mitogen_connection:
+            return self.stock().put_file(in_path, out_path)
         self._connect()
         if not os.path.exists(in_path):
             raise AnsibleError('file or module does not exist: %s' % (in_path,))
@@ -159,6 +194,8 @@ class Connection(ConnectionBase):
         self._call(ansible_mitogen.target.transfer_file, in_path, out_path)
 
     def fetch_file(self, in_path: str, out_path: str) -> None:
+        if not self.is_mitogen_connection:
+            return self.stock().fetch_file(in_path, out_path)
         self._connect()
         data = self._call(ansible_mitogen.target.read_path, in_path)
         with open(out_path, 'wb') as fp:
@@ -166,6 +203,8 @@ class Connection(ConnectionBase):
 
     def close(self) -> None:
         """Release the context to the mux (which keeps it running)."""
+        if self._stock is not None:
+            self._stock.close()
         if self.context is not None:
             _, mux = ansible_mitogen.process.get_router()
             mux.call_service(SERVICE, 'put', context=self.context)
@@ -209,9 +248,6 @@ class Connection(ConnectionBase):
         if become is None:
             return None
         name = become.name.rpartition('.')[2]
-        if name not in BECOME_METHODS:
-            raise AnsibleError('become method %r is not supported by Mitogen '
-                               '(supported: %s)' % (become.name, ', '.join(BECOME_METHODS)))
         kwargs: dict[str, Any] = {
             'username': become.get_option('become_user') or 'root',
             'python_path': self.python_path(),
