@@ -75,7 +75,7 @@ class ContextService(mitogen.service.Service):
         self._init_results: dict[int, dict[str, Any]] = {}
         self._refs: dict[int, int] = {}
         self._lru: list[int] = []
-        self._pending: dict[str, mitogen.core.Latch] = {}
+        self._starting = mitogen.service.Deduplicator()
         self._children: dict[int, list[int]] = {}
 
     def _forget(self, context_id: int) -> None:
@@ -97,45 +97,30 @@ class ContextService(mitogen.service.Service):
         workers ask at the same time."""
         with self._lock:
             context = self._by_key.get(key)
-            if context is not None:
-                return context
-            latch = self._pending.get(key)
-            owner = latch is None
-            if owner:
-                latch = self._pending[key] = mitogen.core.Latch()
-                latch.waiters = 0
-            else:
-                latch.waiters += 1
-        if not owner:
-            ok, value = latch.get()
-            if ok:
-                return value
-            raise value
-        try:
-            kwargs = dict(hop['kwargs'])
-            if via is not None:
-                kwargs['via'] = via
-            context = self.router.connect(hop['method'], **kwargs)
-            init = context.call(ansible_mitogen.target.init_child)
-            mitogen.core.listen(context, 'disconnect',
-                                lambda: self._forget(context.context_id))
-            with self._lock:
-                self._by_key[key] = context
-                self._key_by_id[context.context_id] = key
-                self._init_results[context.context_id] = init
-                if via is not None:
-                    self._children.setdefault(via.context_id, []).append(
-                        context.context_id)
-            result = (True, context)
-        except Exception as e:
-            result = (False, e)
+        if context is not None:
+            return context
+        return self._starting.run(key, lambda: self._start_hop(key, hop, via))
+
+    def _start_hop(self, key: str, hop: dict[str, Any],
+                   via: mitogen.parent.Context | None) -> mitogen.parent.Context:
         with self._lock:
-            del self._pending[key]
-            for _ in range(latch.waiters):
-                latch.put(result)
-        if not result[0]:
-            raise result[1]
-        return result[1]
+            context = self._by_key.get(key)
+        if context is not None:
+            return context
+        kwargs = dict(hop['kwargs'])
+        if via is not None:
+            kwargs['via'] = via
+        context = self.router.connect(hop['method'], **kwargs)
+        init = context.call(ansible_mitogen.target.init_child)
+        mitogen.core.listen(context, 'disconnect',
+                            lambda: self._forget(context.context_id))
+        with self._lock:
+            self._by_key[key] = context
+            self._key_by_id[context.context_id] = key
+            self._init_results[context.context_id] = init
+            if via is not None:
+                self._children.setdefault(via.context_id, []).append(context.context_id)
+        return context
 
     def _evict(self) -> None:
         with self._lock:

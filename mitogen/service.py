@@ -153,18 +153,15 @@ class SerializedInvoker(Invoker):
             return method(**kwargs)
 
 
-class DeduplicatingInvoker(Invoker):
-    """Run concurrent calls with identical arguments once; every caller gets
-    the same result."""
+class Deduplicator:
+    """Run a function once per key at a time: callers arriving while it runs
+    for their key wait for it and share its result (or exception)."""
 
-    def __init__(self, service):
-        super().__init__(service)
+    def __init__(self):
         self._lock = threading.Lock()
         self._running = {}
 
-    def _call(self, method, kwargs, msg):
-        key = (method.__name__, tuple(sorted(
-            (k, repr(v)) for k, v in kwargs.items())))
+    def run(self, key, func):
         with self._lock:
             latch = self._running.get(key)
             owner = latch is None
@@ -179,7 +176,7 @@ class DeduplicatingInvoker(Invoker):
                 return value
             raise value
         try:
-            result = (True, method(**kwargs))
+            result = (True, func())
         except Exception as e:
             result = (False, e)
         with self._lock:
@@ -189,6 +186,20 @@ class DeduplicatingInvoker(Invoker):
         if result[0]:
             return result[1]
         raise result[1]
+
+
+class DeduplicatingInvoker(Invoker):
+    """Run concurrent calls with identical arguments once; every caller gets
+    the same result."""
+
+    def __init__(self, service):
+        super().__init__(service)
+        self._dedup = Deduplicator()
+
+    def _call(self, method, kwargs, msg):
+        key = (method.__name__, tuple(sorted(
+            (k, repr(v)) for k, v in kwargs.items())))
+        return self._dedup.run(key, lambda: method(**kwargs))
 
 
 class Service:
