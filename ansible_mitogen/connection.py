@@ -19,6 +19,7 @@ from typing import Any
 
 from ansible.errors import AnsibleConnectionFailure, AnsibleError
 from ansible.plugins.connection import ConnectionBase
+from ansible.plugins.loader import connection_loader
 from ansible.utils.display import Display
 
 import ansible_mitogen.process
@@ -117,7 +118,6 @@ class Connection(ConnectionBase):
     def stock(self) -> ConnectionBase:
         """The stock connection that serves tasks we fall back for."""
         if self._stock is None:
-            from ansible.plugins.loader import connection_loader
             stock = connection_loader.get(self.method_name, self._play_context_arg,
                                           os.devnull)
             stock._options = self._options
@@ -233,11 +233,15 @@ class Connection(ConnectionBase):
         except mitogen.core.CallError as e:
             raise AnsibleError(str(e))
 
+    def configured_interpreter(self) -> str | None:
+        """ansible_python_interpreter, unless unset, `auto*` or untemplated."""
+        interpreter = str(self._task_vars.get('ansible_python_interpreter') or '')
+        if not interpreter or interpreter.startswith('auto') or '{' in interpreter:
+            return None
+        return interpreter
+
     def python_path(self) -> str:
-        interpreter = self._task_vars.get('ansible_python_interpreter')
-        if not interpreter or str(interpreter).startswith('auto') or '{' in str(interpreter):
-            return '/usr/bin/python3'
-        return str(interpreter)
+        return self.configured_interpreter() or '/usr/bin/python3'
 
     def first_hop(self) -> dict[str, Any]:
         """The hop that reaches the target account."""
@@ -307,11 +311,7 @@ class LocalConnection(Connection):
     method_name = 'local'
 
     def python_path(self) -> str:
-        interpreter = self._task_vars.get('ansible_python_interpreter')
-        if interpreter and not str(interpreter).startswith('auto') and \
-                '{' not in str(interpreter):
-            return str(interpreter)
-        return sys.executable
+        return self.configured_interpreter() or sys.executable
 
     def first_hop(self) -> dict[str, Any]:
         return {'method': 'local', 'kwargs': {'python_path': self.python_path()}}

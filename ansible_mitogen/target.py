@@ -5,6 +5,7 @@ uses only the standard library and mitogen, runs on Python 3.6+, and never
 imports Ansible's controller code.
 """
 
+import importlib.machinery
 import os
 import select
 import shlex
@@ -120,7 +121,6 @@ class _PayloadZipFinder(object):
     AnsiballZ wrapper puts on sys.path."""
 
     def find_spec(self, fullname, path, target=None):
-        import importlib.machinery
         parts = fullname.split('.')
         top = sys.modules.get(parts[0])
         if len(parts) < 2 or not isinstance(

@@ -43,6 +43,10 @@ SOCKET_BUFFER_SIZE = 4 * 1048576
 #: closed, so the message explaining why is not lost.
 DRAIN_TIMEOUT = 1.0
 
+#: Introduces a failed child's last output in error messages (callers that
+#: want the output alone split on it).
+OUTPUT_MARKER = 'its last output was:\n'
+
 #: Lines of a child's early output kept for error messages.
 DIAG_LINES = 30
 
@@ -667,7 +671,7 @@ class Connection:
     def _diag_text(self):
         if not self.diag_lines:
             return 'the child printed nothing'
-        return 'its last output was:\n' + '\n'.join(self.diag_lines[-10:])
+        return OUTPUT_MARKER + '\n'.join(self.diag_lines[-10:])
 
     def _on_timeout(self):
         self._fail(mitogen.core.TimeoutError(

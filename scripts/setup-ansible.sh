@@ -14,21 +14,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
-die() { echo "setup-ansible.sh: ERROR: $*" >&2; exit 1; }
-
-pyenv_root=${PYENV_ROOT:-}
-if [ -z "$pyenv_root" ] && command -v pyenv >/dev/null; then
-    pyenv_root=$(pyenv root)
-fi
-pyenv_root=${pyenv_root:-$HOME/.pyenv}
-
-find_python() {  # find_python 3.12 -> path of an interpreter of that version
-    local candidate
-    for candidate in "$pyenv_root"/versions/"$1".*/bin/python"$1" "$(command -v python"$1" || true)"; do
-        if [ -n "$candidate" ] && [ -x "$candidate" ]; then echo "$candidate"; return 0; fi
-    done
-    die "no Python $1 found (looked in $pyenv_root/versions and PATH)"
-}
+script=setup-ansible.sh
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 venv_python_is() {  # venv_python_is DIR 3.12: true if DIR is a venv of that Python
     [ -x "$1/bin/python" ] &&

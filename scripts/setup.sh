@@ -7,27 +7,15 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
-die() { echo "setup.sh: ERROR: $*" >&2; exit 1; }
+script=setup.sh
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 if [ "$(id -u)" -eq 0 ]; then
     bash scripts/setup-system.sh
 else
     echo "setup.sh: not root: skipping system packages (sshd, sudo, doas); tests needing them will be skipped" >&2
 fi
-
-pyenv_root=${PYENV_ROOT:-}
-if [ -z "$pyenv_root" ] && command -v pyenv >/dev/null; then
-    pyenv_root=$(pyenv root)
-fi
-pyenv_root=${pyenv_root:-$HOME/.pyenv}
-
-find_python() {  # find_python 3.12 -> path of an interpreter of that version
-    local candidate
-    for candidate in "$pyenv_root"/versions/"$1".*/bin/python"$1" "$(command -v python"$1" || true)"; do
-        if [ -n "$candidate" ] && [ -x "$candidate" ]; then echo "$candidate"; return 0; fi
-    done
-    die "no Python $1 found (looked in $pyenv_root/versions and PATH)"
-}
 
 make_venv() {  # make_venv DIR VERSION: a venv of that version with the test tools
     local dir=$1 version=$2

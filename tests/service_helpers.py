@@ -95,15 +95,20 @@ def fetch_file(path, dest, router):
     return ok, size, digest.hexdigest(), metadata['size'], peak_rss_kib()
 
 
+def status_kib(field):
+    """A size field (e.g. 'VmRSS') of /proc/self/status, in KiB."""
+    with open('/proc/self/status') as fp:
+        for line in fp:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError('no %s in /proc/self/status' % (field,))
+
+
 def peak_rss_kib():
     """This process's own peak RSS. Not ru_maxrss: Linux carries that
     across execve, so a child spawned by a large parent would report the
     parent's size."""
-    with open('/proc/self/status') as fp:
-        for line in fp:
-            if line.startswith('VmHWM:'):
-                return int(line.split()[1])
-    raise RuntimeError('no VmHWM in /proc/self/status')
+    return status_kib('VmHWM')
 
 
 @mitogen.core.takes_router

@@ -28,11 +28,7 @@ def reset_peak_rss_kib():
     """Reset this process's peak RSS to its current RSS; return that."""
     with open('/proc/self/clear_refs', 'w') as fp:
         fp.write('5')
-    with open('/proc/self/status') as fp:
-        for line in fp:
-            if line.startswith('VmRSS:'):
-                return int(line.split()[1])
-    raise RuntimeError('no VmRSS in /proc/self/status')
+    return service_helpers.status_kib('VmRSS')
 
 
 def sha256_of(path):
