@@ -12,6 +12,7 @@ next task.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import sys
@@ -22,6 +23,8 @@ from ansible.plugins.connection import ConnectionBase
 from ansible.plugins.loader import connection_loader
 from ansible.utils.display import Display
 
+import ansible_mitogen.ansiballz
+import ansible_mitogen.module_runner
 import ansible_mitogen.process
 import ansible_mitogen.target
 import mitogen.core
@@ -169,13 +172,20 @@ class Connection(ConnectionBase):
                                         in_data, chdir or self.cwd, executable)
         return rc, bytes(stdout), bytes(stderr)
 
-    def run_ansiballz(self, payload: bytes, environment: dict[str, str],
-                      chdir: str | None, interpreter: str) -> tuple[int, bytes, bytes]:
-        """Run a new-style module's AnsiballZ payload in the task's context
-        (in a fork of its warm interpreter)."""
+    def run_module(self, payload: ansible_mitogen.ansiballz.Payload,
+                   environment: dict[str, str], chdir: str | None,
+                   interpreter: str) -> tuple[int, bytes, bytes]:
+        """Run a new-style Python module in the task's context (see
+        module_runner.py); its modlib is sent only if the context lacks it."""
         self._connect()
-        rc, stdout, stderr = self._call(ansible_mitogen.target.run_ansiballz, payload,
-                                        environment, chdir or self.cwd, interpreter)
+        digest = hashlib.sha256(payload.modlib).hexdigest()
+        args = (payload.spec, digest, None, environment, chdir or self.cwd, interpreter)
+        result = self._call(ansible_mitogen.module_runner.run_module, *args)
+        if result is None:
+            modlib = mitogen.core.Blob(payload.modlib)
+            result = self._call(ansible_mitogen.module_runner.run_module,
+                                *args[:2], modlib, *args[3:])
+        rc, stdout, stderr = result
         return rc, bytes(stdout), bytes(stderr)
 
     def put_file(self, in_path: str, out_path: str) -> None:

@@ -6,10 +6,11 @@ as they are: no `sudo ... sh -c` wrapping, no BECOME-SUCCESS marker, and no
 setfacl/chmod dance to share files between the login and become users.
 
 New-style Python modules: stock `_execute_module` builds the AnsiballZ
-payload and pipes it to python; the mixin recognises that payload and runs
-it in a fork of the warm target interpreter instead (target.run_ansiballz),
-so Ansible's own argument handling, async, environment and result parsing
-stay untouched.
+payload and pipes it to python; the mixin recognises that payload, reads
+its arguments back (ansiballz.py) and has the target run the module in a
+fork of its warm interpreter with a cached copy of the module_utils zip
+(module_runner.py), so Ansible's own argument handling, async, environment
+and result parsing stay untouched.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 
-from ansible_mitogen import compat
+from ansible_mitogen import ansiballz, compat
 
 
 class ActionModuleMixin:
@@ -37,7 +38,7 @@ class ActionModuleMixin:
         self._mitogen_module = result[0]
         return result
 
-    def _pipelined_payload(self, in_data: bytes | None) -> Any:
+    def _pipelined_module(self, in_data: bytes | None) -> Any:
         """The built module if `in_data` is its new-style Python payload."""
         built = self._mitogen_module
         if built is None or in_data is None or in_data is not built.b_module_data:
@@ -56,14 +57,15 @@ class ActionModuleMixin:
             executable = self._play_context.executable
         if self._connection.transport == 'local' and chdir is None:
             chdir = self._loader.get_basedir()
-        built = self._pipelined_payload(in_data)
-        if built is not None:
+        built = self._pipelined_module(in_data)
+        payload = None if built is None else ansiballz.parse(in_data)  # type: ignore[arg-type]
+        if payload is not None:
             environment: dict[str, str] = {}
             if not compat.module_applies_environment(built):
                 self._compute_environment_string(environment)  # type: ignore[attr-defined]
             interpreter = built.shebang[2:].strip().split()[0]
-            rc, stdout, stderr = self._connection.run_ansiballz(
-                in_data, environment, chdir, interpreter)
+            rc, stdout, stderr = self._connection.run_module(
+                payload, environment, chdir, interpreter)
         else:
             rc, stdout, stderr = self._connection.exec_command(
                 cmd, in_data=in_data, sudoable=sudoable, executable=executable or None,

@@ -11,6 +11,7 @@ targets.
 import os
 import signal
 import sys
+import threading
 
 import ansible_mitogen.services
 import mitogen.master
@@ -19,6 +20,10 @@ import mitogen.unix
 
 #: Threads serving worker requests (connections are made from them).
 POOL_SIZE = 32
+
+#: Modules every target imports from us: prepared while the first
+#: connection starts.
+TARGET_MODULES = ('ansible_mitogen.target', 'ansible_mitogen.module_runner')
 
 
 def main() -> None:
@@ -32,6 +37,8 @@ def main() -> None:
         mitogen.service.PushFileService(router),
     ])
     listener = mitogen.unix.listen(router, grant_authority=True)
+    threading.Thread(target=router.responder.prepare, args=(TARGET_MODULES,),
+                     name='prepare-modules', daemon=True).start()
     try:
         os.write(1, (listener.path + '\n').encode())
         while os.read(0, 4096):

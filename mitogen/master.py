@@ -160,6 +160,28 @@ class ParentEnumerationMethod(FinderMethod):
                 spec.submodule_search_locations is not None)
 
 
+_IMPORT_NAME = dis.opmap['IMPORT_NAME']
+_LOAD_CONST = dis.opmap['LOAD_CONST']
+_LOAD_SMALL_INT = dis.opmap.get('LOAD_SMALL_INT')  # Python 3.14
+_CACHE = dis.opmap.get('CACHE')  # Python 3.11+ inline cache entries
+
+
+def _opcodes(co):
+    """Yield `(opcode, argument)` of `co`'s instructions: a lean
+    dis.get_instructions(), which costs several times more."""
+    code = co.co_code
+    extended = 0
+    for i in range(0, len(code), 2):
+        op = code[i]
+        arg = code[i + 1] | extended
+        if op == dis.EXTENDED_ARG:
+            extended = arg << 8
+            continue
+        extended = 0
+        if op != _CACHE:
+            yield op, arg
+
+
 class ModuleFinder:
     """Find module source and the related modules worth sending with it;
     results are cached."""
@@ -193,11 +215,11 @@ class ModuleFinder:
         while pending:
             co = pending.pop()
             args = []
-            for ins in dis.get_instructions(co):
-                if ins.opname == 'IMPORT_NAME':
+            for op, arg in _opcodes(co):
+                if op == _IMPORT_NAME:
                     level = args[-2] if len(args) >= 2 else 0
                     fromlist = args[-1] if args else None
-                    name = ins.argval
+                    name = co.co_names[arg]
                     if isinstance(level, int) and level > 0:
                         base = package.rsplit('.', level - 1)[0]
                         name = base + ('.' + name if name else '')
@@ -205,8 +227,10 @@ class ModuleFinder:
                     for sub in fromlist or ():
                         if isinstance(sub, str) and sub != '*':
                             yield name + '.' + sub
-                if ins.opname == 'LOAD_CONST':
-                    args.append(ins.argval)
+                if op == _LOAD_CONST:
+                    args.append(co.co_consts[arg])
+                elif op == _LOAD_SMALL_INT:
+                    args.append(arg)
                 else:
                     args = []
             pending.extend(c for c in co.co_consts
@@ -283,13 +307,22 @@ class ModuleResponder:
             pkg_present = None
             if is_pkg:
                 pkg_present = get_child_modules(_search_path(fullname, path))
-            related = (self._finder.find_related_imports(fullname)
-                       if fullname != '__main__' else [])
+            related = [] if fullname == '__main__' else [
+                name for name in self._finder.find_related_imports(fullname)
+                if name not in mitogen.parent.BOOTSTRAP_MODULES]
             tup = (fullname, pkg_present, path,
                    mitogen.core.Blob(zlib.compress(source, 6)), related)
         with self._lock:
             self._cache[fullname] = tup
         return tup
+
+    def prepare(self, names):
+        """Build the replies for modules `names` and their related modules
+        ahead of the first request (e.g. on a spare thread while the first
+        connection starts)."""
+        for name in names:
+            for related in self._build_tuple(name)[4]:
+                self._build_tuple(related)
 
     def _send(self, dst_id, tup):
         sent = self._sent.setdefault(dst_id, set())

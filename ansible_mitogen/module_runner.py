@@ -1,0 +1,251 @@
+"""Running new-style Python modules in a target context.
+
+Stock Ansible pipes every task an AnsiballZ payload: a wrapper script with
+the module, its module_utils (a zip, the "modlib") and its arguments baked
+in. Here the modlib travels once per context and module: it is kept in a
+private directory (unpacked, so imports leave bytecode there for the next
+run) that lives as long as the context, and each task sends only the
+module's arguments. The module runs in a fork of this interpreter,
+which imported `ansible.module_utils.basic` once from the first modlib, so
+a run costs a fork instead of a Python start plus the imports. Each run
+gets a fresh fork, so module globals never leak from one task into the
+next, and the modlib stays on disk for modules that respawn under another
+interpreter.
+
+Where forking cannot serve (the task wants another Python, or this one
+cannot import the modlib), a new interpreter runs `LAUNCHER` instead,
+which does the same steps.
+
+Imported over the wire into targets: standard library and mitogen only,
+Python 3.6+, never Ansible controller code.
+"""
+
+import io
+import json
+import os
+import select
+import shutil
+import sys
+import tempfile
+import traceback
+import types
+import warnings
+import zipfile
+
+import mitogen.core
+from ansible_mitogen import target
+
+#: What the AnsiballZ wrapper does before handing over to the module's
+#: runner. Run by `python -c` with the modlib path in argv[1] and the spec
+#: as JSON on stdin, or exec'd here for the forked runs.
+LAUNCHER = r'''
+import os
+import sys
+
+
+def launch(spec, modlib):
+    try:
+        os.getcwd()
+    except OSError:
+        try:
+            os.chdir(os.path.expanduser('~'))
+        except OSError:
+            os.chdir('/')
+    if spec['rlimit_nofile']:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = min(hard, spec['rlimit_nofile'])
+        if wanted != soft:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            except ValueError:
+                pass
+    sys.path = [modlib] + [p for p in sys.path if p not in ('', '.')]
+    sys.argv = [os.path.join(os.path.dirname(modlib),
+                             'AnsiballZ_%s.py' % spec['ansible_module'])]
+    from ansible.module_utils._internal._ansiballz import _loader
+    _loader.run_module(json_params=spec['params'].encode('utf-8'),
+                       profile=spec['profile'], module_fqn=spec['module_fqn'],
+                       modlib_path=modlib, extensions=spec['extensions'])
+
+
+if __name__ == '__main__':
+    import json
+    launch(json.loads(sys.stdin.read()), sys.argv[1])
+'''
+
+#: Modules imported once per context from the first modlib, so that forked
+#: runs find them loaded.
+WARM_MODULES = ('ansible.module_utils.basic',
+                'ansible.module_utils._internal._ansiballz._loader')
+
+_state = {}
+
+
+def _launcher():
+    """The LAUNCHER's `launch` function, compiled once."""
+    if 'launch' not in _state:
+        namespace = {'__name__': 'ansible_mitogen_launcher'}
+        exec(compile(LAUNCHER, '<ansible_mitogen launcher>', 'exec'), namespace)
+        _state['launch'] = namespace['launch']
+    return _state['launch']
+
+
+def _cache_dir(router):
+    """This context's modlib directory, removed when the context shuts down."""
+    if 'dir' not in _state:
+        path = tempfile.mkdtemp(prefix='ansible_mitogen_modlib_')
+        mitogen.core.listen(router.broker, 'shutdown',
+                            lambda: shutil.rmtree(path, ignore_errors=True))
+        _state['dir'] = path
+    return _state['dir']
+
+
+def _store_modlib(path, data):
+    """Unpack modlib zip `data` into directory `path`, where imports leave
+    compiled bytecode for the next run, with the sitecustomize.py the
+    AnsiballZ wrapper adds for interpreters started with the modlib on
+    PYTHONPATH (modules that respawn)."""
+    tmp = tempfile.mkdtemp(dir=os.path.dirname(path))
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        zf.extractall(tmp)
+    with open(os.path.join(tmp, 'sitecustomize.py'), 'w') as fp:
+        fp.write('import sys\nsys.path.insert(0, %r)\n' % (path,))
+    os.rename(tmp, path)
+
+
+def _warm_up(modlib):
+    """Import WARM_MODULES from `modlib` once; False if this interpreter
+    cannot (e.g. too old for the controller's module_utils).
+
+    basic.py imports `__main__`, which a Mitogen child fetches from its
+    parent on demand: a stand-in keeps the mux's main module out of here.
+    """
+    if 'warm' not in _state:
+        sys.path.insert(0, modlib)
+        stand_in = '__main__' not in sys.modules
+        if stand_in:
+            sys.modules['__main__'] = types.ModuleType('__main__')
+        try:
+            for name in WARM_MODULES:
+                __import__(name)
+            _state['warm'] = True
+        except Exception:
+            _state['warm'] = False
+        finally:
+            sys.path.remove(modlib)
+            if stand_in:
+                del sys.modules['__main__']
+    return _state['warm']
+
+
+def _point_packages_at(modlib):
+    """Make `ansible` packages imported from an earlier modlib look into
+    this one first, for the module_utils only this module ships."""
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, '__path__', None)
+        if (name == 'ansible' or name.startswith('ansible.')) and path is not None:
+            path.insert(0, os.path.join(modlib, *name.split('.')))
+
+
+def _run_in_child(spec, modlib, env, chdir, out_w, err_w):
+    """Body of the forked child: run the module with stdout and stderr on
+    the given pipes; never returns."""
+    code = 1
+    try:
+        try:
+            os.setsid()
+        except OSError:
+            pass  # the parent's setpgid() came first: a group of our own already
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        sys.meta_path[:] = [f for f in sys.meta_path
+                            if not isinstance(f, mitogen.core.Importer)]
+        os.environ.update(env)
+        if chdir:
+            os.chdir(chdir)
+        sys.dont_write_bytecode = False  # the next run imports the modlib's bytecode
+        _point_packages_at(modlib)
+        try:
+            _launcher()(spec, modlib)
+        except SystemExit as e:
+            if e.code is None or isinstance(e.code, int):
+                code = e.code or 0
+            else:
+                sys.stderr.write('%s\n' % (e.code,))
+        except BaseException:
+            traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _collect(pid, out_r, err_r):
+    """Read both pipes to EOF, then reap the child."""
+    chunks = {out_r: [], err_r: []}
+    open_fds = [out_r, err_r]
+    while open_fds:
+        for fd in select.select(open_fds, [], [])[0]:
+            data = os.read(fd, 65536)
+            if data:
+                chunks[fd].append(data)
+            else:
+                open_fds.remove(fd)
+                os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    rc = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
+    return rc, b''.join(chunks[out_r]), b''.join(chunks[err_r])
+
+
+def _run_forked(spec, modlib, env, chdir):
+    sys.stdout.flush()
+    sys.stderr.flush()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        os.close(out_r)
+        os.close(err_r)
+        _run_in_child(spec, modlib, env, chdir, out_w, err_w)
+    try:
+        os.setpgid(pid, pid)
+    except OSError:
+        pass
+    target.running.add(pid)
+    os.close(out_w)
+    os.close(err_w)
+    try:
+        return _collect(pid, out_r, err_r)
+    finally:
+        target.running.discard(pid)
+
+
+@mitogen.core.takes_router
+def run_module(spec, digest, modlib_data, env, chdir, interpreter, router):
+    """Run the module described by `spec` (the AnsiballZ wrapper's
+    arguments, less the zip) with modlib `digest`.
+
+    :param modlib_data: the modlib's bytes, or None to use the cached copy.
+    :param interpreter: the Python the task asked for.
+    :returns: `(rc, stdout, stderr)`, or None when `modlib_data` was None
+        and this context has no copy yet.
+    """
+    modlib = os.path.join(_cache_dir(router), digest)
+    if not os.path.exists(modlib):
+        if modlib_data is None:
+            return None
+        _store_modlib(modlib, modlib_data)
+    same_python = os.path.realpath(interpreter) == os.path.realpath(sys.executable)
+    if same_python and _warm_up(modlib):
+        rc, stdout, stderr = _run_forked(spec, modlib, env, chdir)
+    else:
+        rc, stdout, stderr = target.run_process(
+            [interpreter, '-c', LAUNCHER, modlib], json.dumps(spec).encode(), chdir, env)
+    return rc, mitogen.core.Blob(stdout), mitogen.core.Blob(stderr)

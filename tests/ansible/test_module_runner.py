@@ -1,0 +1,185 @@
+"""New-style Python modules through ansiballz.parse() and module_runner.run_module(),
+with payloads built by the running ansible-core and a real local target context."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import mitogen.core
+from ansible_mitogen import ansiballz, module_runner
+
+#: A module that reports where and how it ran; `calls` shows whether module
+#: globals survive from one run to the next.
+PROBE_MODULE = '''#!/usr/bin/python
+from ansible.module_utils.basic import AnsibleModule
+import os
+import sys
+
+calls = []
+
+
+def main():
+    module = AnsibleModule(argument_spec=dict(word=dict(type='str'), crash=dict(type='bool')))
+    if module.params['crash']:
+        raise RuntimeError('probe crashed on purpose')
+    calls.append(1)
+    main_module = sys.modules['__main__']
+    module.exit_json(word=module.params['word'], pid=os.getpid(), ppid=os.getppid(),
+                     calls=len(calls), executable=sys.executable, cwd=os.getcwd(),
+                     env=os.environ.get('PROBE_ENV'), argv=sys.argv,
+                     modlib=main_module._modlib_path, fqn=main_module._module_fqn)
+
+
+if __name__ == '__main__':
+    main()
+'''
+
+
+def build_payload(tmp_path: Path, args: dict[str, Any], source: str = PROBE_MODULE,
+                  name: str = 'probe') -> bytes:
+    """The AnsiballZ payload the running ansible-core pipes to python for module
+    `name` (which names ansible-core's cache entry for its zip)."""
+    from ansible.executor.module_common import modify_module
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar
+    from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder
+
+    if not any(type(f).__name__ == '_AnsibleCollectionFinder' for f in sys.meta_path):
+        _AnsibleCollectionFinder()._install()
+    path = tmp_path / ('%s.py' % name)
+    path.write_text(source)
+    built = modify_module(module_name=name, module_path=str(path), module_args=args,
+                          templar=Templar(loader=DataLoader()),
+                          task_vars={'ansible_python_interpreter': sys.executable})
+    return built.b_module_data
+
+
+def run(context: mitogen.core.Context, payload: ansiballz.Payload, send: bool,
+        interpreter: str = sys.executable, env: dict[str, str] | None = None,
+        chdir: str | None = None) -> Any:
+    digest = hashlib.sha256(payload.modlib).hexdigest()
+    data = mitogen.core.Blob(payload.modlib) if send else None
+    return context.call(module_runner.run_module, payload.spec, digest, data,
+                        env or {}, chdir, interpreter)
+
+
+def result(outcome: Any) -> dict[str, Any]:
+    rc, stdout, _ = outcome
+    assert rc == 0, outcome
+    return json.loads(bytes(stdout))
+
+
+@pytest.fixture
+def probe(tmp_path: Path) -> ansiballz.Payload:
+    parsed = ansiballz.parse(build_payload(tmp_path, {'word': 'hello'}))
+    assert parsed is not None
+    return parsed
+
+
+def test_parse_reads_back_the_wrapper_arguments(probe: ansiballz.Payload) -> None:
+    assert probe.spec['ansible_module'] == 'probe'
+    assert probe.spec['module_fqn'] == 'ansible.legacy.probe'
+    assert json.loads(probe.spec['params'])['ANSIBLE_MODULE_ARGS']['word'] == 'hello'
+    names = zipfile.ZipFile(io.BytesIO(probe.modlib)).namelist()
+    assert 'ansible/module_utils/basic.py' in names
+    assert 'ansible/legacy/probe.py' in names
+
+
+def test_parse_refuses_payloads_of_another_form(tmp_path: Path) -> None:
+    payload = build_payload(tmp_path, {'word': 'x'})
+    assert ansiballz.parse(b'print("not a payload")\n') is None
+    assert ansiballz.parse(payload[:payload.index(b'zip_data=')]) is None
+    assert ansiballz.parse(payload.replace(b'\nprofile=', b'\nprofile=open("x"),\n#')) is None
+    assert ansiballz.parse(payload.replace(b'zip_data=\'', b'zip_data=\'*')) is None
+
+
+def test_modlib_travels_once_and_each_run_is_a_fresh_fork(router, probe) -> None:
+    context = router.local(python_path=sys.executable)
+    context_pid = context.call(os.getpid)
+    assert run(context, probe, send=False) is None
+    first = result(run(context, probe, send=True))
+    second = result(run(context, probe, send=False))
+    assert first['word'] == second['word'] == 'hello'
+    assert first['ppid'] == second['ppid'] == context_pid
+    assert len({first['pid'], second['pid'], context_pid}) == 3
+    assert first['calls'] == second['calls'] == 1
+    assert first['fqn'] == 'ansible.legacy.probe'
+    assert os.path.isfile(os.path.join(first['modlib'], 'ansible', 'module_utils', 'basic.py'))
+    assert first['argv'] == [os.path.join(first['modlib'], 'ansible', 'legacy', 'probe.py')]
+    context.shutdown(wait=True)
+    assert not os.path.exists(first['modlib'])
+
+
+def test_environment_and_directory_apply_to_the_run_only(router, probe, tmp_path) -> None:
+    context = router.local(python_path=sys.executable)
+    outcome = result(run(context, probe, send=True, env={'PROBE_ENV': 'set'},
+                         chdir=str(tmp_path)))
+    assert outcome['env'] == 'set'
+    assert outcome['cwd'] == str(tmp_path)
+    assert context.call(os.getenv, 'PROBE_ENV') is None
+    assert context.call(os.getcwd) != str(tmp_path)
+
+
+def test_another_interpreter_runs_the_module_in_a_new_process(router, probe) -> None:
+    other = shutil.which('python3', path='/usr/bin')
+    if other is None or os.path.realpath(other) == os.path.realpath(sys.executable):
+        pytest.skip('no second Python at /usr/bin/python3')
+    context = router.local(python_path=sys.executable)
+    outcome = result(run(context, probe, send=True, interpreter=other))
+    assert os.path.realpath(outcome['executable']) == os.path.realpath(other)
+    assert outcome['argv'] == [os.path.join(outcome['modlib'], 'ansible', 'legacy', 'probe.py')]
+    assert outcome['word'] == 'hello'
+
+
+def test_crashing_module_fails_with_its_error(router, tmp_path) -> None:
+    payload = ansiballz.parse(build_payload(tmp_path, {'crash': True}))
+    assert payload is not None
+    context = router.local(python_path=sys.executable)
+    rc, stdout, _ = run(context, payload, send=True)
+    assert rc == 1
+    failure = json.loads(bytes(stdout))
+    assert failure['failed'] is True
+    assert 'probe crashed on purpose' in json.dumps(failure)
+    after = ansiballz.parse(build_payload(tmp_path, {'word': 'after'}))
+    assert after is not None and after.modlib == payload.modlib
+    assert result(run(context, after, send=False))['word'] == 'after'
+
+
+RESPAWN_MODULE = '''#!/usr/bin/python
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.respawn import has_respawned, respawn_module
+import os
+import sys
+
+
+def main():
+    module = AnsibleModule(argument_spec=dict(interpreter=dict(type='str')))
+    if not has_respawned():
+        respawn_module(module.params['interpreter'])
+    module.exit_json(respawned=True, pid=os.getpid(), executable=sys.executable)
+
+
+if __name__ == '__main__':
+    main()
+'''
+
+
+def test_module_respawns_from_the_modlib_on_disk(router, tmp_path) -> None:
+    other = shutil.which('python3', path='/usr/bin') or sys.executable
+    payload = ansiballz.parse(build_payload(tmp_path, {'interpreter': other},
+                                            source=RESPAWN_MODULE, name='respawner'))
+    assert payload is not None
+    context = router.local(python_path=sys.executable)
+    outcome = result(run(context, payload, send=True))
+    assert outcome['respawned'] is True
+    assert os.path.realpath(outcome['executable']) == os.path.realpath(other)
