@@ -168,9 +168,16 @@ class Connection(ConnectionBase):
         if not self.is_mitogen_connection:
             return self.stock().exec_command(cmd, in_data=in_data, sudoable=sudoable)
         self._connect()
+        emulate_tty = not in_data and sudoable and self.uses_tty()
         rc, stdout, stderr = self._call(ansible_mitogen.target.exec_command, cmd,
-                                        in_data, chdir or self.cwd, executable)
+                                        in_data, chdir or self.cwd, executable, emulate_tty)
         return rc, bytes(stdout), bytes(stderr)
+
+    def call(self, func: Any, *args: Any) -> Any:
+        """Call `func(*args)` in the task's context (a function of
+        ansible_mitogen.target)."""
+        self._connect()
+        return self._call(func, *args)
 
     def run_module(self, payload: ansible_mitogen.ansiballz.Payload,
                    environment: dict[str, str], chdir: str | None,
@@ -243,6 +250,10 @@ class Connection(ConnectionBase):
         except mitogen.core.CallError as e:
             raise AnsibleError(str(e))
 
+    def uses_tty(self) -> bool:
+        """True if stock Ansible runs commands without input in a terminal."""
+        return False
+
     def configured_interpreter(self) -> str | None:
         """ansible_python_interpreter, unless unset, `auto*` or untemplated."""
         interpreter = str(self._task_vars.get('ansible_python_interpreter') or '')
@@ -289,6 +300,9 @@ class SshConnection(Connection):
     """The `mitogen_ssh` plugin: honours the ssh plugin's options."""
 
     method_name = 'ssh'
+
+    def uses_tty(self) -> bool:
+        return bool(self.get_option('use_tty'))
 
     def first_hop(self) -> dict[str, Any]:
         ssh_args: list[str] = []

@@ -4,6 +4,8 @@ runs over a Mitogen connection (see loaders.py).
 With Mitogen the task's context already is the become user, so commands run
 as they are: no `sudo ... sh -c` wrapping, no BECOME-SUCCESS marker, and no
 setfacl/chmod dance to share files between the login and become users.
+Home directory expansion and the task's temporary directory are single
+calls into the target instead of shell commands.
 
 New-style Python modules: stock `_execute_module` builds the AnsiballZ
 payload and pipes it to python; the mixin recognises that payload, reads
@@ -15,12 +17,14 @@ and result parsing stay untouched.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+from ansible.errors import AnsibleConnectionFailure, AnsibleError
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 
-from ansible_mitogen import ansiballz, compat
+from ansible_mitogen import ansiballz, compat, target
 
 
 class ActionModuleMixin:
@@ -30,6 +34,7 @@ class ActionModuleMixin:
     _loader: Any
     _play_context: Any
 
+    _cleanup_remote_tmp: bool
     _mitogen_module: Any = None
 
     def _configure_module(self, *args: Any, **kwargs: Any) -> Any:
@@ -85,9 +90,45 @@ class ActionModuleMixin:
         that is the become user even where ansible-core would expand for
         the login user (it would then run the command as the login user;
         we run it as the become user, who must not create files in the
-        login user's home)."""
-        return ActionBase._remote_expand_user(self, path, sudoable=True,  # type: ignore[arg-type]
-                                              pathsep=pathsep)
+        login user's home). One call instead of a shell."""
+        if not path.startswith('~'):
+            return path
+        head, _, rest = path.partition('/')
+        if head == '~':
+            become_user = self.get_become_option('become_user')  # type: ignore[attr-defined]
+            if self._connection.become and become_user:
+                head = '~%s' % become_user
+            else:
+                head = '~%s' % (self._get_remote_user() or '')  # type: ignore[attr-defined]
+        expanded = self._connection.call(target.expand_user, head)
+        if rest:
+            expanded = self._connection._shell.join_path(expanded, rest)
+        if '..' in os.path.dirname(expanded).split('/'):
+            raise AnsibleError("'%s' returned an invalid relative home directory path "
+                               "containing '..'" % self._get_remote_addr({}))  # type: ignore[attr-defined]
+        return expanded
+
+    def _make_tmp_path(self, remote_user: str | None = None) -> str:
+        """Create the task's remote temporary directory with one call."""
+        tmpdir = self._remote_expand_user(
+            self.get_shell_option('remote_tmp', default='~/.ansible/tmp'))  # type: ignore[attr-defined]
+        basefile = self._connection._shell._generate_temp_dir_name()
+        try:
+            path = self._connection.call(target.make_tmp_dir, tmpdir, basefile)
+        except AnsibleError as e:
+            raise AnsibleConnectionFailure(
+                'Failed to create temporary directory %s/%s: %s' % (tmpdir, basefile, e))
+        self._cleanup_remote_tmp = True
+        self._connection._shell.tmpdir = path
+        return path
+
+    def _remove_tmp_path(self, tmp_path: str | None, force: bool = False) -> None:
+        """Remove the task's remote temporary directory with one call."""
+        if tmp_path is None and self._connection._shell.tmpdir:
+            tmp_path = self._connection._shell.tmpdir
+        if force or self._should_remove_tmp_path(tmp_path):  # type: ignore[attr-defined]
+            self._connection.call(target.remove_tree, tmp_path)
+            self._connection._shell.tmpdir = None
 
     def _fixup_perms2(self, remote_paths: list[str], remote_user: str | None = None,
                       execute: bool = True) -> list[str]:

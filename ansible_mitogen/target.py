@@ -6,6 +6,7 @@ imports Ansible's controller code.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -34,26 +35,32 @@ def init_child(router):
     return {'home_dir': os.path.expanduser('~'), 'pid': os.getpid()}
 
 
-def run_process(argv, in_data=None, chdir=None, env=None):
+def run_process(argv, in_data=None, chdir=None, env=None, merge_stderr=False):
     """Run `argv` in a session of its own with `env` added to ours; return
-    `(rc, stdout, stderr)` as bytes."""
+    `(rc, stdout, stderr)` as bytes (stderr in stdout if `merge_stderr`)."""
     proc = subprocess.Popen(
         argv, stdin=subprocess.PIPE if in_data else subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=chdir or None,
-        env=dict(os.environ, **env) if env else None,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+        cwd=chdir or None, env=dict(os.environ, **env) if env else None,
         close_fds=True, start_new_session=True)
     running.add(proc.pid)
     try:
         stdout, stderr = proc.communicate(in_data or None)
     finally:
         running.discard(proc.pid)
-    return proc.returncode, stdout, stderr
+    return proc.returncode, stdout, stderr or b''
 
 
-def exec_command(cmd, in_data=None, chdir=None, executable=None):
+def exec_command(cmd, in_data=None, chdir=None, executable=None, emulate_tty=False):
     """Run shell command `cmd` like an ssh login would; return
-    `(rc, stdout, stderr)` as bytes."""
-    rc, stdout, stderr = run_process([executable or '/bin/sh', '-c', cmd], in_data, chdir)
+    `(rc, stdout, stderr)` as bytes. With `emulate_tty`, output looks as it
+    would through the terminal `ssh -tt` gives: both streams in stdout,
+    lines ending in CRLF."""
+    rc, stdout, stderr = run_process([executable or '/bin/sh', '-c', cmd], in_data, chdir,
+                                     merge_stderr=emulate_tty)
+    if emulate_tty:
+        stdout = stdout.replace(b'\n', b'\r\n')
     return rc, mitogen.core.Blob(stdout), mitogen.core.Blob(stderr)
 
 
@@ -102,3 +109,28 @@ def read_path(path):
     """Return the bytes of `path`."""
     with open(path, 'rb') as fp:
         return mitogen.core.Blob(fp.read())
+
+
+def expand_user(path):
+    """`path` with a leading `~` or `~user` expanded, as `echo ~user` would."""
+    return os.path.expanduser(path)
+
+
+def make_tmp_dir(tmpdir, basefile):
+    """Create `tmpdir` (after ~ and $VAR expansion) if needed and a new
+    directory `basefile` inside it, both private to this user, like the
+    shell's `mkdtemp` command of stock Ansible; return the new path."""
+    parent = os.path.expandvars(os.path.expanduser(tmpdir))
+    old_umask = os.umask(0o077)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        path = os.path.join(parent, basefile)
+        os.mkdir(path)
+    finally:
+        os.umask(old_umask)
+    return path
+
+
+def remove_tree(path):
+    """Remove `path` and everything below it, ignoring errors like `rm -rf`."""
+    shutil.rmtree(path, ignore_errors=True)

@@ -54,6 +54,8 @@ _ANSIBLE_TMP = re.compile(r"ansible-tmp-[0-9.]+-[0-9]+-[0-9]+")
 _ANSIBALLZ = re.compile(r"AnsiballZ_[A-Za-z0-9_]+\.py")
 #: Controller temporary directories (e.g. in template diff headers).
 _LOCAL_TMP = re.compile(r"ansible-local-[^/]+/tmp[^/]+")
+#: What the ssh client prints when a `-tt` session (stock `raw`) ends.
+_SSH_CLOSED = re.compile(r"Shared connection to \S+ closed\.\r?\n?")
 
 
 class HarnessError(AssertionError):
@@ -481,6 +483,7 @@ def normalise(value: Any, placeholders: Mapping[str, str]) -> Any:
             value = value.replace(text, placeholder)
         value = _ANSIBLE_TMP.sub("ansible-tmp-<X>", value)
         value = _LOCAL_TMP.sub("ansible-local-<X>/tmp<X>", value)
+        value = _SSH_CLOSED.sub("", value)
         return _ANSIBALLZ.sub("AnsiballZ_<X>.py", value)
     if isinstance(value, dict):
         return {k: normalise(v, placeholders) for k, v in value.items()}

@@ -25,6 +25,9 @@ EXPECTED: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
         ("plain", "command creates (skipped, file exists)"): {"changed": False},
         ("plain", "command stdin"): {"stdout": "line one\nline two"},
         ("plain", "large output size"): {"msg": "20000 108893"},
+        ("plain", "raw with both streams and a failing status"): {
+            "rc": 2, "stdout": "raw-out\r\nraw-err\r\n", "stderr": ""
+        },
     },
     "files.yml": {
         ("plain", "copy content again (unchanged)"): {"changed": False},
@@ -76,6 +79,12 @@ EXPECTED: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
         ("dead", "ping, unreachable on one host"): {"unreachable": True},
         ("plain", "the reachable host goes on"): {"stdout": "still here"},
         ("plain", "fatal failure"): {"rc": 5, "stdout": "before dying", "failed": True},
+    },
+    "remote_tmp.yml": {
+        ("sudo_nopw", "nothing left in the remote_tmp"): {"rc": 0, "stdout": ""},
+        ("sudo_nopw", "remote_tmp is private"): {"msg": "0700"},
+        ("sudo_nopw", "read it back through ~"): {"stdout": "at home"},
+        ("sudo_nopw", "the become user's home"): {"msg": "/root"},
     },
     "serial.yml": {
         ("sudo_pw", "third play"): None,
