@@ -111,6 +111,7 @@ class Connection(ConnectionBase):
         self.cwd: str | None = None
         self._play_context_arg = play_context
         self._stock: ConnectionBase | None = None
+        self._pending: tuple[list[dict[str, Any]], mitogen.core.Receiver] | None = None
 
     @property
     def is_mitogen_connection(self) -> bool:
@@ -144,6 +145,15 @@ class Connection(ConnectionBase):
     def is_pipelining_enabled(self, wrap_async: bool = False) -> bool:
         return not wrap_async
 
+    def prepare(self) -> None:
+        """Start getting the task's context from the mux without waiting,
+        so that connecting overlaps with what the action does before its
+        first remote call (such as building the module)."""
+        if self.context is None and self._pending is None and self.is_mitogen_connection:
+            _, mux = ansible_mitogen.process.get_router()
+            stack = self.get_stack()
+            self._pending = stack, mux.call_service_async(SERVICE, 'get', stack=stack)
+
     def _connect(self) -> Connection:
         if not self.is_mitogen_connection:
             self.stock()._connect()
@@ -152,13 +162,29 @@ class Connection(ConnectionBase):
             return self
         _, mux = ansible_mitogen.process.get_router()
         stack = self.get_stack()
-        result = mux.call_service(SERVICE, 'get', stack=stack)
+        result = self._take_pending(stack)
+        if result is None:
+            result = mux.call_service(SERVICE, 'get', stack=stack)
         if result['msg'] is not None:
             raise connect_error(result)
         self.context = result['context']
         self.init_child_result = result['init_child_result']
         self._connected = True
         return self
+
+    def _take_pending(self, stack: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+        """The answer prepare() asked for, if it was for `stack`; a context
+        it brought for another stack is handed back."""
+        if self._pending is None:
+            return None
+        (pending_stack, receiver), self._pending = self._pending, None
+        result: dict[str, Any] = receiver.get().unpickle()
+        if pending_stack == stack:
+            return result
+        if result['msg'] is None:
+            _, mux = ansible_mitogen.process.get_router()
+            mux.call_service(SERVICE, 'put', context=result['context'])
+        return None
 
     def exec_command(self, cmd: str, in_data: bytes | None = None,
                      sudoable: bool = True, executable: str | None = None,
@@ -222,6 +248,10 @@ class Connection(ConnectionBase):
         """Release the context to the mux (which keeps it running)."""
         if self._stock is not None:
             self._stock.close()
+        try:
+            self._take_pending(None)
+        except mitogen.core.ChannelError:
+            pass  # the mux is gone, and the context with it
         if self.context is not None:
             _, mux = ansible_mitogen.process.get_router()
             mux.call_service(SERVICE, 'put', context=self.context)
@@ -231,6 +261,7 @@ class Connection(ConnectionBase):
 
     def reset(self) -> None:
         """meta: reset_connection: shut the whole chain down."""
+        self._take_pending(None)
         _, mux = ansible_mitogen.process.get_router()
         mux.call_service(SERVICE, 'reset', stack=self.get_stack())
         self.context = None

@@ -38,7 +38,9 @@ class ActionModuleMixin:
     _mitogen_module: Any = None
 
     def _configure_module(self, *args: Any, **kwargs: Any) -> Any:
-        """Remember the module just built, to recognise its payload."""
+        """Remember the module just built, to recognise its payload; the
+        task's context is fetched meanwhile."""
+        self._connection.prepare()
         result = ActionBase._configure_module(self, *args, **kwargs)  # type: ignore[arg-type]
         self._mitogen_module = result[0]
         return result
