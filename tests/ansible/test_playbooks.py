@@ -86,6 +86,12 @@ EXPECTED: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
         ("sudo_nopw", "read it back through ~"): {"stdout": "at home"},
         ("sudo_nopw", "the become user's home"): {"msg": "/root"},
     },
+    "async.yml": {
+        ("sudo_nopw", "async polled to completion"): {"stdout": "polled"},
+        ("sudo_nopw", "the job's output"): {"msg": "forgotten"},
+        ("sudo_nopw", "async job that outlives its time limit"): {"failed": True},
+        ("sudo_nopw", "async with become"): {"stdout": "root"},
+    },
     "serial.yml": {
         ("sudo_pw", "third play"): None,
         ("plain", "third play"): {"stdout": "plain"},
