@@ -18,6 +18,7 @@ import shlex
 import sys
 from typing import Any
 
+from ansible import constants as C
 from ansible.errors import AnsibleConnectionFailure, AnsibleError
 from ansible.plugins.connection import ConnectionBase
 from ansible.plugins.loader import connection_loader
@@ -71,12 +72,25 @@ def become_flags(flags: str | None) -> list[str]:
     return [f for f in shlex.split(flags or '') if f not in ('-S', '-n')]
 
 
-def connect_error(result: dict[str, Any]) -> AnsibleError:
+class InterpreterMissing(AnsibleError):
+    """The target's Python does not exist; `output` is what the shell said."""
+
+    def __init__(self, message: str, output: str) -> None:
+        super().__init__(message)
+        self.output = output
+
+
+def connect_error(result: dict[str, Any], python: str | list[str]) -> AnsibleError:
     """The exception stock Ansible would raise for a failed hop, worded as
     it words it (playbooks match on these messages); our own detailed
-    message is shown at -vvv."""
+    message is shown at -vvv. A missing `python` fails the task, as a
+    module's missing interpreter does with stock Ansible."""
     method = result['method_name']
     display.vvv('Mitogen: %s' % (result['msg'],))
+    if result['reason'] == 'python':
+        interpreter = python if isinstance(python, str) else '/usr/bin/python3'
+        return InterpreterMissing("The module interpreter '%s' was not found." % (interpreter,),
+                                  result['output'])
     if method in BECOME_METHODS:
         if result['reason'] == 'bad_password':
             return AnsibleError('Incorrect %s password' % (method,))
@@ -166,7 +180,7 @@ class Connection(ConnectionBase):
         if result is None:
             result = mux.call_service(SERVICE, 'get', stack=stack)
         if result['msg'] is not None:
-            raise connect_error(result)
+            raise connect_error(result, self.python_path())
         self.context = result['context']
         self.init_child_result = result['init_child_result']
         self._connected = True
@@ -285,15 +299,23 @@ class Connection(ConnectionBase):
         """True if stock Ansible runs commands without input in a terminal."""
         return False
 
-    def configured_interpreter(self) -> str | None:
-        """ansible_python_interpreter, unless unset, `auto*` or untemplated."""
+    def python_path(self) -> str | list[str]:
+        """The target's Python: `ansible_python_interpreter` when it names
+        one; for `auto` (or unset) the first of the interpreters Ansible's
+        discovery would look for, so that modules run in the context's own
+        interpreter."""
         interpreter = str(self._task_vars.get('ansible_python_interpreter') or '')
-        if not interpreter or interpreter.startswith('auto') or '{' in interpreter:
-            return None
-        return interpreter
+        if '{' in interpreter:
+            return self.untemplated_interpreter()
+        if interpreter and not interpreter.startswith('auto'):
+            return interpreter
+        candidates = C.config.get_config_value('INTERPRETER_PYTHON_FALLBACK',
+                                               variables=self._task_vars)
+        return find_python_command([str(c) for c in candidates])
 
-    def python_path(self) -> str:
-        return self.configured_interpreter() or '/usr/bin/python3'
+    def untemplated_interpreter(self) -> str | list[str]:
+        """The Python when `ansible_python_interpreter` is still a template."""
+        return find_python_command(['/usr/bin/python3', 'python3'])
 
     def first_hop(self) -> dict[str, Any]:
         """The hop that reaches the target account."""
@@ -325,6 +347,16 @@ class Connection(ConnectionBase):
         if become is not None:
             stack.append(become)
         return mitogen.utils.cast(stack)
+
+
+def find_python_command(candidates: list[str]) -> list[str]:
+    """argv that runs, with the arguments that follow, the first of
+    `candidates` found on the target's PATH, else /usr/bin/python3 (what
+    Ansible's interpreter discovery settles for)."""
+    script = ('for p in %s; do c=$(command -v "$p") && exec "$c" "$@"; done; '
+              'exec /usr/bin/python3 "$@"'
+              % ' '.join(shlex.quote(c) for c in candidates))
+    return ['/bin/sh', '-c', script, 'python']
 
 
 class SshConnection(Connection):
@@ -365,8 +397,9 @@ class LocalConnection(Connection):
 
     method_name = 'local'
 
-    def python_path(self) -> str:
-        return self.configured_interpreter() or sys.executable
+    def untemplated_interpreter(self) -> str | list[str]:
+        """Implicit localhost: `{{ ansible_playbook_python }}`."""
+        return sys.executable
 
     def first_hop(self) -> dict[str, Any]:
         return {'method': 'local', 'kwargs': {'python_path': self.python_path()}}

@@ -25,6 +25,7 @@ from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 
 from ansible_mitogen import ansiballz, compat, target
+from ansible_mitogen.connection import InterpreterMissing
 
 
 class ActionModuleMixin:
@@ -66,17 +67,21 @@ class ActionModuleMixin:
             chdir = self._loader.get_basedir()
         built = self._pipelined_module(in_data)
         payload = None if built is None else ansiballz.parse(in_data)  # type: ignore[arg-type]
-        if payload is not None:
-            environment: dict[str, str] = {}
-            if not compat.module_applies_environment(built):
-                self._compute_environment_string(environment)  # type: ignore[attr-defined]
-            interpreter = built.shebang[2:].strip().split()[0]
-            rc, stdout, stderr = self._connection.run_module(
-                payload, environment, chdir, interpreter)
-        else:
-            rc, stdout, stderr = self._connection.exec_command(
-                cmd, in_data=in_data, sudoable=sudoable, executable=executable or None,
-                chdir=chdir)
+        try:
+            if payload is not None:
+                environment: dict[str, str] = {}
+                if not compat.module_applies_environment(built):
+                    self._compute_environment_string(environment)  # type: ignore[attr-defined]
+                interpreter = built.shebang[2:].strip().split()[0]
+                rc, stdout, stderr = self._connection.run_module(
+                    payload, environment, chdir, interpreter)
+            else:
+                rc, stdout, stderr = self._connection.exec_command(
+                    cmd, in_data=in_data, sudoable=sudoable, executable=executable or None,
+                    chdir=chdir)
+        except InterpreterMissing as e:
+            # what running the command through a missing interpreter returns
+            rc, stdout, stderr = 127, b'', e.output.encode() + b'\n'
         process_result = kwargs.get('process_result')
         if process_result is not None:
             rc, stdout, stderr = process_result(rc, stdout, stderr)

@@ -56,6 +56,8 @@ def failure(error: mitogen.core.StreamError, method_name: str) -> dict[str, Any]
     if isinstance(error, mitogen.parent.PasswordError):
         need = mitogen.parent.FAILURE_REASONS['need_password'] in text
         reason = 'need_password' if need else 'bad_password'
+    elif isinstance(error, mitogen.parent.InterpreterNotFoundError):
+        reason = 'python'
     output = text.partition(mitogen.parent.OUTPUT_MARKER)[2]
     return {'context': None, 'msg': text, 'method_name': method_name,
             'reason': reason, 'output': output.strip()}

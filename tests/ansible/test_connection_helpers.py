@@ -41,13 +41,14 @@ def test_stack_key_separates_passwords_without_showing_them() -> None:
 ])
 def test_become_failures_use_stock_wording(reason: str, text: str) -> None:
     error = connect_error({'method_name': 'sudo', 'reason': reason, 'msg': 'detail',
-                           'output': ''})
+                           'output': ''}, '/usr/bin/python3')
     assert type(error) is AnsibleError and str(error) == text
 
 
 def test_ssh_failure_is_unreachable_with_ssh_output() -> None:
     error = connect_error({'method_name': 'ssh', 'reason': 'other', 'msg': 'long detail',
-                           'output': 'ssh: connect to host h port 1: Connection refused'})
+                           'output': 'ssh: connect to host h port 1: Connection refused'},
+                          '/usr/bin/python3')
     assert isinstance(error, AnsibleConnectionFailure)
     assert str(error) == ('Failed to connect to the host via ssh: '
                           'ssh: connect to host h port 1: Connection refused')
