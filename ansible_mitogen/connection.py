@@ -29,6 +29,7 @@ import ansible_mitogen.module_runner
 import ansible_mitogen.process
 import ansible_mitogen.target
 import mitogen.core
+import mitogen.service
 import mitogen.utils
 
 #: Files up to this size travel inside the call that writes them.
@@ -251,12 +252,23 @@ class Connection(ConnectionBase):
         self._call(ansible_mitogen.target.transfer_file, in_path, out_path)
 
     def fetch_file(self, in_path: str, out_path: str) -> None:
+        """Copy target file `in_path` to `out_path`: small files in one
+        call, larger ones streamed by a FileService in the target."""
         if not self.is_mitogen_connection:
             return self.stock().fetch_file(in_path, out_path)
         self._connect()
-        data = self._call(ansible_mitogen.target.read_path, in_path)
+        assert self.context is not None
+        data = self._call(ansible_mitogen.target.read_small_file, in_path, SMALL_FILE_LIMIT)
+        if data is not None:
+            with open(out_path, 'wb') as fp:
+                fp.write(data)
+            return
+        path = mitogen.utils.cast(in_path)
+        self.context.call_service(mitogen.service.FileService, 'register', path=path)
         with open(out_path, 'wb') as fp:
-            fp.write(data)
+            ok, _ = mitogen.service.FileService.get(self.context, path, fp)
+        if not ok:
+            raise AnsibleError('fetching %s from the target ended early' % (in_path,))
 
     def close(self) -> None:
         """Release the context to the mux (which keeps it running)."""

@@ -105,9 +105,12 @@ def transfer_file(source, path, router, mode=None):
     return metadata['size']
 
 
-def read_path(path):
-    """Return the bytes of `path`."""
+def read_small_file(path, limit):
+    """The bytes of `path` if it holds at most `limit` bytes, else None
+    (it is then streamed by a FileService)."""
     with open(path, 'rb') as fp:
+        if os.fstat(fp.fileno()).st_size > limit:
+            return None
         return mitogen.core.Blob(fp.read())
 
 
