@@ -3,6 +3,7 @@ namespace packages and per-hop caching."""
 
 import pytest
 
+import mitogen.master
 import mitogen.parent
 from tests import remote_helpers
 
@@ -72,3 +73,31 @@ def test_mitogen_modules_come_from_master(router, modname):
 def test_bootstrap_budgets():
     assert len(mitogen.parent.get_stage0_command()) < 1024
     assert len(mitogen.parent.get_preamble()) <= 19108
+
+
+SCANNED_SOURCE = '''
+import os.path
+import a.b as ab
+from . import sibling
+from ..parent_mod import x, y
+from .deep.er import *
+from z import (w)
+
+
+def later():
+    import inside_function
+
+
+class Holder:
+    from lazy import thing
+'''
+
+
+def test_import_scan_finds_every_form():
+    finder = mitogen.master.ModuleFinder()
+    code = compile(SCANNED_SOURCE, 'pkg/sub/mod.py', 'exec')
+    names = list(finder._scan_imports(code, 'pkg.sub'))
+    assert sorted(names) == sorted([
+        'os.path', 'a.b', 'pkg.sub', 'pkg.sub.sibling', 'pkg.parent_mod',
+        'pkg.parent_mod.x', 'pkg.parent_mod.y', 'pkg.sub.deep.er', 'z', 'z.w',
+        'inside_function', 'lazy', 'lazy.thing'])
