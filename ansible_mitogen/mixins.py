@@ -69,9 +69,11 @@ class ActionModuleMixin:
         payload = None if built is None else ansiballz.parse(in_data)  # type: ignore[arg-type]
         try:
             if payload is not None:
-                environment: dict[str, str] = {}
+                environment: dict[str, Any] = {}
                 if not compat.module_applies_environment(built):
                     self._compute_environment_string(environment)  # type: ignore[attr-defined]
+                # as the shell's env_prefix() spells them
+                environment = {str(k): str(v) for k, v in environment.items()}
                 interpreter = built.shebang[2:].strip().split()[0]
                 rc, stdout, stderr = self._connection.run_module(
                     payload, environment, chdir, interpreter)
@@ -119,6 +121,12 @@ class ActionModuleMixin:
         """Create the task's remote temporary directory with one call."""
         tmpdir = self._remote_expand_user(
             self.get_shell_option('remote_tmp', default='~/.ansible/tmp'))  # type: ignore[attr-defined]
+        if self._is_become_unprivileged():  # type: ignore[attr-defined]
+            # as stock does: the become user may have no usable home
+            system_tmpdirs = self.get_shell_option(  # type: ignore[attr-defined]
+                'system_tmpdirs', default=['/var/tmp', '/tmp'])
+            if tmpdir.rstrip('/') not in system_tmpdirs:
+                tmpdir = system_tmpdirs[0]
         basefile = self._connection._shell._generate_temp_dir_name()
         try:
             path = self._connection.call(target.make_tmp_dir, tmpdir, basefile)

@@ -161,14 +161,13 @@ def _run_in_child(spec, modlib, env, chdir, out_w, err_w):
         os.dup2(err_w, 2)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
-        sys.meta_path[:] = [f for f in sys.meta_path
-                            if not isinstance(f, mitogen.core.Importer)]
-        os.environ.update(env)
-        if chdir:
-            os.chdir(chdir)
-        sys.dont_write_bytecode = False  # the next run imports the modlib's bytecode
-        _point_packages_at(modlib)
         try:
+            sys.meta_path[:] = [f for f in sys.meta_path
+                                if not isinstance(f, mitogen.core.Importer)]
+            os.environ.update(env)
+            target.enter_directory(chdir)
+            sys.dont_write_bytecode = False  # the next run imports the modlib's bytecode
+            _point_packages_at(modlib)
             _launcher()(spec, modlib)
         except SystemExit as e:
             if e.code is None or isinstance(e.code, int):

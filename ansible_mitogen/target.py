@@ -35,6 +35,22 @@ def init_child(router):
     return {'home_dir': os.path.expanduser('~'), 'pid': os.getpid()}
 
 
+def usable_directory(path):
+    """`path` as a working directory, or None where this user may not enter
+    it: a process started by stock Ansible's become inherits the login
+    user's working directory even then, which we cannot reproduce."""
+    if path and os.path.isdir(path) and not os.access(path, os.X_OK):
+        return None
+    return path or None
+
+
+def enter_directory(path):
+    """chdir() to `path` unless usable_directory() says no."""
+    path = usable_directory(path)
+    if path:
+        os.chdir(path)
+
+
 def run_process(argv, in_data=None, chdir=None, env=None, merge_stderr=False):
     """Run `argv` in a session of its own with `env` added to ours; return
     `(rc, stdout, stderr)` as bytes (stderr in stdout if `merge_stderr`)."""
@@ -42,7 +58,7 @@ def run_process(argv, in_data=None, chdir=None, env=None, merge_stderr=False):
         argv, stdin=subprocess.PIPE if in_data else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
-        cwd=chdir or None, env=dict(os.environ, **env) if env else None,
+        cwd=usable_directory(chdir), env=dict(os.environ, **env) if env else None,
         close_fds=True, start_new_session=True)
     running.add(proc.pid)
     try:

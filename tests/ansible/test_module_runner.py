@@ -183,3 +183,10 @@ def test_module_respawns_from_the_modlib_on_disk(router, tmp_path) -> None:
     outcome = result(run(context, payload, send=True))
     assert outcome['respawned'] is True
     assert os.path.realpath(outcome['executable']) == os.path.realpath(other)
+
+
+def test_failure_before_the_module_starts_is_reported(router, probe) -> None:
+    context = router.local(python_path=sys.executable)
+    rc, stdout, stderr = run(context, probe, send=True, chdir='/nonexistent/directory')
+    assert rc == 1
+    assert b'FileNotFoundError' in bytes(stderr) and b'/nonexistent/directory' in bytes(stderr)

@@ -60,6 +60,7 @@ EXPECTED: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
         ("plain", "a variable with spaces and quotes"): {
             "stdout": "a 'quoted' \"value\" with $dollar"
         },
+        ("plain", "values that are not strings"): {"stdout": "True\n3"},
     },
     "become.yml": {
         ("sudo_nopw", "without become"): {"stdout": "mitogen__sudo_nopw"},
@@ -67,6 +68,7 @@ EXPECTED: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
         ("sudo_nopw", "become root with the FQCN method"): {"stdout": "0"},
         ("sudo_nopw", "root file owner"): {"msg": "root 0600"},
         ("sudo_nopw", "become another unprivileged account"): {"stdout": "mitogen__plain"},
+        ("sudo_nopw", "read it back as that user"): {"stdout": "written by plain"},
         ("sudo_pw", "become root with a password"): {"stdout": "root"},
         ("sudo_pw", "wrong password fails"): {"failed": True},
     },
