@@ -81,11 +81,13 @@ class InterpreterMissing(AnsibleError):
         self.output = output
 
 
-def connect_error(result: dict[str, Any], python: str | list[str]) -> AnsibleError:
+def connect_error(result: dict[str, Any], python: str | list[str],
+                  become_timeout: float | None = None) -> AnsibleError:
     """The exception stock Ansible would raise for a failed hop, worded as
     it words it (playbooks match on these messages); our own detailed
     message is shown at -vvv. A missing `python` fails the task, as a
-    module's missing interpreter does with stock Ansible."""
+    module's missing interpreter does with stock Ansible; a become method
+    that outlives `become_timeout` makes the host unreachable."""
     method = result['method_name']
     display.vvv('Mitogen: %s' % (result['msg'],))
     if result['reason'] == 'python':
@@ -97,6 +99,10 @@ def connect_error(result: dict[str, Any], python: str | list[str]) -> AnsibleErr
             return AnsibleError('Incorrect %s password' % (method,))
         if result['reason'] == 'need_password':
             return AnsibleError('Missing %s password' % (method,))
+        if result['reason'] == 'timeout':
+            return AnsibleConnectionFailure(
+                'Timeout (%ds) waiting for privilege escalation prompt: %s'
+                % (become_timeout or 0, result['output']))
         return AnsibleError('%s: %s' % (method, result['msg']))
     if method == 'ssh':
         return AnsibleConnectionFailure('Failed to connect to the host via ssh: %s'
@@ -181,7 +187,7 @@ class Connection(ConnectionBase):
         if result is None:
             result = mux.call_service(SERVICE, 'get', stack=stack)
         if result['msg'] is not None:
-            raise connect_error(result, self.python_path())
+            raise connect_error(result, self.python_path(), self.become_timeout())
         self.context = result['context']
         self.init_child_result = result['init_child_result']
         self._connected = True
@@ -311,6 +317,10 @@ class Connection(ConnectionBase):
         """True if stock Ansible runs commands without input in a terminal."""
         return False
 
+    def become_timeout(self) -> float | None:
+        """Seconds stock Ansible waits for the become method to succeed."""
+        return None
+
     def python_path(self) -> str | list[str]:
         """The target's Python: `ansible_python_interpreter` when it names
         one; for `auto` (or unset) the first of the interpreters Ansible's
@@ -345,6 +355,9 @@ class Connection(ConnectionBase):
         password = become.get_option('become_pass')
         if password:
             kwargs['password'] = mitogen.core.Secret(password)
+        timeout = self.become_timeout()
+        if timeout:
+            kwargs['connect_timeout'] = timeout
         exe = become.get_option('become_exe')
         if exe:
             kwargs['%s_path' % name] = exe
@@ -379,6 +392,9 @@ class SshConnection(Connection):
     def uses_tty(self) -> bool:
         return bool(self.get_option('use_tty'))
 
+    def become_timeout(self) -> float | None:
+        return 2 + int(self.get_option('timeout'))
+
     def first_hop(self) -> dict[str, Any]:
         ssh_args: list[str] = []
         for option in ('ssh_args', 'ssh_common_args', 'ssh_extra_args'):
@@ -412,6 +428,9 @@ class LocalConnection(Connection):
     def untemplated_interpreter(self) -> str | list[str]:
         """Implicit localhost: `{{ ansible_playbook_python }}`."""
         return sys.executable
+
+    def become_timeout(self) -> float | None:
+        return max(1, int(self.get_option('become_success_timeout') or 10))
 
     def first_hop(self) -> dict[str, Any]:
         return {'method': 'local', 'kwargs': {'python_path': self.python_path()}}

@@ -58,6 +58,8 @@ def failure(error: mitogen.core.StreamError, method_name: str) -> dict[str, Any]
         reason = 'need_password' if need else 'bad_password'
     elif isinstance(error, mitogen.parent.InterpreterNotFoundError):
         reason = 'python'
+    elif isinstance(error, mitogen.core.TimeoutError):
+        reason = 'timeout'
     output = text.partition(mitogen.parent.OUTPUT_MARKER)[2]
     return {'context': None, 'msg': text, 'method_name': method_name,
             'reason': reason, 'output': output.strip()}
