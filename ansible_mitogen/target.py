@@ -39,9 +39,15 @@ def usable_directory(path):
     """`path` as a working directory, or None where this user may not enter
     it: a process started by stock Ansible's become inherits the login
     user's working directory even then, which we cannot reproduce."""
-    if path and os.path.isdir(path) and not os.access(path, os.X_OK):
+    if not path:
         return None
-    return path or None
+    try:
+        os.stat(path)
+    except PermissionError:
+        return None  # a parent directory is closed to us
+    except OSError:
+        return path  # missing: let the caller fail as stock's `cd` would
+    return path if os.access(path, os.X_OK) else None
 
 
 def enter_directory(path):

@@ -8,7 +8,9 @@ import io
 import json
 import os
 import shutil
+import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ import pytest
 
 import mitogen.core
 from ansible_mitogen import ansiballz, module_runner
+
+REPO = Path(__file__).resolve().parents[2]
 
 #: A module that reports where and how it ran; `calls` shows whether module
 #: globals survive from one run to the next.
@@ -190,3 +194,24 @@ def test_failure_before_the_module_starts_is_reported(router, probe) -> None:
     rc, stdout, stderr = run(context, probe, send=True, chdir='/nonexistent/directory')
     assert rc == 1
     assert b'FileNotFoundError' in bytes(stderr) and b'/nonexistent/directory' in bytes(stderr)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which('setpriv') is None,
+                    reason='needs root and setpriv to act as another user')
+def test_directories_another_user_may_not_enter_are_skipped() -> None:
+    base = Path(tempfile.mkdtemp())
+    try:
+        base.chmod(0o755)
+        (base / 'open').mkdir(mode=0o755)
+        inner = base / 'closed' / 'inner'
+        inner.mkdir(parents=True)
+        (base / 'closed').chmod(0o700)
+        code = ('import sys; sys.path.insert(0, %r); from ansible_mitogen.target import '
+                'usable_directory as u; print(u(%r), u(%r), u(%r), u("/nonexistent/dir"))'
+                % (str(REPO), str(inner), str(base / 'closed'), str(base / 'open')))
+        out = subprocess.run(['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups',
+                              sys.executable, '-c', code], capture_output=True, text=True,
+                             check=True).stdout.split()
+        assert out == ['None', 'None', str(base / 'open'), '/nonexistent/dir']
+    finally:
+        shutil.rmtree(base)
