@@ -363,6 +363,8 @@ class Connection(ConnectionBase):
             kwargs['%s_path' % name] = exe
         if name == 'sudo':
             kwargs['sudo_args'] = become_flags(become.get_option('become_flags'))
+        else:
+            kwargs['%s_args' % name] = shlex.split(become.get_option('become_flags') or '')
         return {'method': name, 'kwargs': kwargs}
 
     def get_stack(self) -> list[dict[str, Any]]:

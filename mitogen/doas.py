@@ -18,6 +18,7 @@ class Options(mitogen.parent.BecomeOptions):
     """Options of `router.doas()`.
 
     :param str doas_path: the doas program to run.
+    :param list doas_args: arguments for doas, placed before `-u USER`.
     :param python_path: interpreter to run (default: the one running the
         context that runs doas).
 
@@ -25,21 +26,22 @@ class Options(mitogen.parent.BecomeOptions):
     PromptingOptions and Options.
     """
 
-    def __init__(self, max_message_size, doas_path='doas', **kwargs):
+    def __init__(self, max_message_size, doas_path='doas', doas_args=None, **kwargs):
         super().__init__(max_message_size, **kwargs)
         self.doas_path = doas_path
+        self.doas_args = list(doas_args or ())
 
 
 class Connection(mitogen.parent.BecomeConnection):
-    """Run `doas -u USER -- python -c <stage 0>`."""
+    """Run `doas [ARGS] -u USER -- python -c <stage 0>`."""
 
     options_class = Options
     name_prefix = 'doas'
     password_error = PasswordError
 
     def get_boot_command(self):
-        flags = ['-u', self.options.username]
-        if self.options.password is None:
+        flags = self.options.doas_args + ['-u', self.options.username]
+        if self.options.password is None and '-n' not in flags:
             flags.append('-n')
         return ([self.options.doas_path] + flags + ['--'] +
                 super().get_boot_command())

@@ -20,6 +20,7 @@ class Options(mitogen.parent.BecomeOptions):
     """Options of `router.su()`.
 
     :param str su_path: the su program to run.
+    :param list su_args: arguments for su, placed before the user name.
     :param python_path: interpreter to run (default: the one running the
         context that runs su).
 
@@ -27,13 +28,14 @@ class Options(mitogen.parent.BecomeOptions):
     PromptingOptions and Options.
     """
 
-    def __init__(self, max_message_size, su_path='su', **kwargs):
+    def __init__(self, max_message_size, su_path='su', su_args=None, **kwargs):
         super().__init__(max_message_size, **kwargs)
         self.su_path = su_path
+        self.su_args = list(su_args or ())
 
 
 class Connection(mitogen.parent.BecomeConnection):
-    """Run `su USER -c '<quoted python -c stage 0>'`."""
+    """Run `su [ARGS] USER -c '<quoted python -c stage 0>'`."""
 
     options_class = Options
     name_prefix = 'su'
@@ -43,4 +45,5 @@ class Connection(mitogen.parent.BecomeConnection):
     def get_boot_command(self):
         command = ' '.join(shlex.quote(word)
                            for word in super().get_boot_command())
-        return [self.options.su_path, self.options.username, '-c', command]
+        return ([self.options.su_path] + self.options.su_args +
+                [self.options.username, '-c', command])

@@ -153,6 +153,17 @@ def test_su_from_master_conformance(router, testbed):
     conformance.check_transport(router, context)
 
 
+def test_su_args_come_before_the_user(router, testbed):
+    target = testbed.accounts.su_target
+    context = router.su(username=target.name, password=target.password,
+                        su_args=['--login'])
+    assert context.call(os.getcwd) == str(target.home)
+    with pytest.raises(mitogen.core.StreamError) as info:
+        router.su(username=target.name, password=target.password,
+                  su_args=['--no-such-su-flag'])
+    assert 'no-such-su-flag' in str(info.value)
+
+
 def test_ssh_doas_conformance(router, testbed, debug_log):
     doas = testbed.accounts.doas
     context = router.doas(via=ssh_as(router, testbed, 'doas'), password=doas.password)
