@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shlex
 import sys
 from typing import Any
@@ -82,12 +83,13 @@ class InterpreterMissing(AnsibleError):
 
 
 def connect_error(result: dict[str, Any], python: str | list[str],
-                  become_timeout: float | None = None) -> AnsibleError:
+                  become_timeout_message: str = '') -> AnsibleError:
     """The exception stock Ansible would raise for a failed hop, worded as
     it words it (playbooks match on these messages); our own detailed
     message is shown at -vvv. A missing `python` fails the task, as a
     module's missing interpreter does with stock Ansible; a become method
-    that outlives `become_timeout` makes the host unreachable."""
+    that times out makes the host unreachable, with the connection's
+    `become_timeout_message` and the method's output."""
     method = result['method_name']
     display.vvv('Mitogen: %s' % (result['msg'],))
     if result['reason'] == 'python':
@@ -100,9 +102,7 @@ def connect_error(result: dict[str, Any], python: str | list[str],
         if result['reason'] == 'need_password':
             return AnsibleError('Missing %s password' % (method,))
         if result['reason'] == 'timeout':
-            return AnsibleConnectionFailure(
-                'Timeout (%ds) waiting for privilege escalation prompt: %s'
-                % (become_timeout or 0, result['output']))
+            return AnsibleConnectionFailure(become_timeout_message + result['output'])
         return AnsibleError('%s: %s' % (method, result['msg']))
     if method == 'ssh':
         return AnsibleConnectionFailure('Failed to connect to the host via ssh: %s'
@@ -187,7 +187,7 @@ class Connection(ConnectionBase):
         if result is None:
             result = mux.call_service(SERVICE, 'get', stack=stack)
         if result['msg'] is not None:
-            raise connect_error(result, self.python_path(), self.become_timeout())
+            raise connect_error(result, self.python_path(), self.become_timeout_message())
         self.context = result['context']
         self.init_child_result = result['init_child_result']
         self._connected = True
@@ -321,6 +321,11 @@ class Connection(ConnectionBase):
         """Seconds stock Ansible waits for the become method to succeed."""
         return None
 
+    def become_timeout_message(self) -> str:
+        """How stock Ansible begins the error when become times out."""
+        return 'Timeout (%ds) waiting for privilege escalation prompt: ' % (
+            self.become_timeout() or 0)
+
     def python_path(self) -> str | list[str]:
         """The target's Python: `ansible_python_interpreter` when it names
         one; for `auto` (or unset) the first of the interpreters Ansible's
@@ -364,6 +369,12 @@ class Connection(ConnectionBase):
         if name == 'sudo':
             kwargs['sudo_args'] = become_flags(become.get_option('become_flags'))
         else:
+            if name == 'su':
+                # only the prompts stock's su plugin would answer
+                prompts = become.get_option('prompt_l10n') or become.SU_PROMPT_LOCALIZATIONS
+                kwargs['password_prompt'] = r'(?:%s)\s*[:：]' % '|'.join(
+                    re.escape(p) for p in prompts)
+                kwargs['builtin_prompts'] = False
             kwargs['%s_args' % name] = shlex.split(become.get_option('become_flags') or '')
         return {'method': name, 'kwargs': kwargs}
 
@@ -433,6 +444,9 @@ class LocalConnection(Connection):
 
     def become_timeout(self) -> float | None:
         return max(1, int(self.get_option('become_success_timeout') or 10))
+
+    def become_timeout_message(self) -> str:
+        return 'Timed out waiting for become success or become password prompt.\n'
 
     def first_hop(self) -> dict[str, Any]:
         return {'method': 'local', 'kwargs': {'python_path': self.python_path()}}

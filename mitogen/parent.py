@@ -822,12 +822,12 @@ def compile_prompt(pattern):
     return re.compile(pattern, re.IGNORECASE)
 
 
-def is_password_prompt(text, custom=None):
+def is_password_prompt(text, custom=None, builtin=True):
     """True if the unterminated line `text` asks for a password, by the
-    built-in patterns or by the compiled pattern `custom`."""
+    compiled pattern `custom` or (if `builtin`) the built-in patterns."""
     if custom is not None and custom.search(text):
         return True
-    return PASSWORD_PROMPT_RE.search(text) is not None
+    return builtin and PASSWORD_PROMPT_RE.search(text) is not None
 
 
 def _compile_failures(failures):
@@ -854,14 +854,17 @@ class PromptingOptions(Options):
     :param password_prompt: a regular expression (a string, matched
         case-insensitively, or a compiled pattern) recognising a prompt
         the built-in patterns do not.
+    :param bool builtin_prompts: False to answer only prompts that
+        `password_prompt` matches.
     """
 
     def __init__(self, max_message_size, password=None, password_prompt=None,
-                 **kwargs):
+                 builtin_prompts=True, **kwargs):
         super().__init__(max_message_size, **kwargs)
         self.password = (None if password is None
                          else mitogen.core.Secret(password))
         self.password_prompt = compile_prompt(password_prompt)
+        self.builtin_prompts = builtin_prompts
 
 
 class DiagProtocol(LogProtocol):
@@ -991,7 +994,8 @@ class PromptingConnection(Connection):
         for kind, regex in self._prompt_failures:
             if regex.search(text):
                 return self.fail_with(kind, text)
-        if not is_password_prompt(text, self.options.password_prompt):
+        if not is_password_prompt(text, self.options.password_prompt,
+                                  self.options.builtin_prompts):
             return
         self._on_prompt_line = True
         if self.options.password is None:

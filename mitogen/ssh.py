@@ -202,6 +202,8 @@ class Connection(mitogen.parent.PromptingConnection):
             args += _opt('LogLevel', 'ERROR')
         if opts.password is None:
             args += _opt('BatchMode', 'yes')
+        else:
+            args += _opt('NumberOfPasswordPrompts', 1)  # it is typed once
         if opts.compression:
             args += _opt('Compression', 'yes')
         if opts.keepalive_interval:

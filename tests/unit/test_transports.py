@@ -164,6 +164,18 @@ def test_su_args_come_before_the_user(router, testbed):
     assert 'no-such-su-flag' in str(info.value)
 
 
+def test_only_the_given_prompt_is_answered(router, testbed):
+    target = testbed.accounts.su_target
+    hop = router.sudo(username=testbed.accounts.plain.name)  # su asks non-root for a password
+    context = router.su(via=hop, username=target.name, password=target.password,
+                        password_prompt=r'^Password:', builtin_prompts=False)
+    assert context.call(os.getuid) == target.uid
+    with pytest.raises(mitogen.core.TimeoutError):
+        router.su(via=hop, username=target.name, password=target.password,
+                  connect_timeout=2, password_prompt='NOT_A_VALID_PROMPT',
+                  builtin_prompts=False)
+
+
 def test_ssh_doas_conformance(router, testbed, debug_log):
     doas = testbed.accounts.doas
     context = router.doas(via=ssh_as(router, testbed, 'doas'), password=doas.password)
@@ -484,6 +496,7 @@ def test_ssh_wrong_password(router, testbed, password_sshd, debug_log):
         **ssh_kwargs(testbed, password_sshd, identity_file=None)))
     assert raised.seconds < 10
     assert 'ssh to %s@127.0.0.1' % plain.name in raised.text
+    assert 'please try again' not in raised.text  # ssh asked only once
     assert_secret_kept(debug_log, raised, WRONG_PASSWORD, plain.password)
 
 
