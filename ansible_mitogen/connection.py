@@ -216,6 +216,9 @@ class Connection(ConnectionBase):
             return self.stock().exec_command(cmd, in_data=in_data, sudoable=sudoable)
         self._connect()
         emulate_tty = not in_data and sudoable and self.uses_tty()
+        become_dir = self.become_directory()
+        if become_dir:
+            cmd = 'cd %s && %s' % (shlex.quote(become_dir), cmd)  # as stock's sudo does
         rc, stdout, stderr = self._call(ansible_mitogen.target.exec_command, cmd,
                                         in_data, chdir or self.cwd, executable, emulate_tty)
         return rc, bytes(stdout), bytes(stderr)
@@ -233,7 +236,8 @@ class Connection(ConnectionBase):
         module_runner.py); its modlib is sent only if the context lacks it."""
         self._connect()
         digest = hashlib.sha256(payload.modlib).hexdigest()
-        args = (payload.spec, digest, None, environment, chdir or self.cwd, interpreter)
+        directory = chdir or self.become_directory() or self.cwd
+        args = (payload.spec, digest, None, environment, directory, interpreter)
         result = self._call(ansible_mitogen.module_runner.run_module, *args)
         if result is None:
             modlib = mitogen.core.Blob(payload.modlib)
@@ -316,6 +320,16 @@ class Connection(ConnectionBase):
     def uses_tty(self) -> bool:
         """True if stock Ansible runs commands without input in a terminal."""
         return False
+
+    def become_directory(self) -> str | None:
+        """The sudo plugin's `sudo_chdir`: where become commands run."""
+        become = self.become
+        if become is None or become.name.rpartition('.')[2] != 'sudo':
+            return None
+        try:
+            return become.get_option('sudo_chdir') or None
+        except KeyError:
+            return None
 
     def become_timeout(self) -> float | None:
         """Seconds stock Ansible waits for the become method to succeed."""

@@ -69,6 +69,7 @@ EXPECTED: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
         ("sudo_nopw", "root file owner"): {"msg": "root 0600"},
         ("sudo_nopw", "become another unprivileged account"): {"stdout": "mitogen__plain"},
         ("sudo_nopw", "read it back as that user"): {"stdout": "written by plain"},
+        ("sudo_nopw", "sudo_chdir sets where become commands run"): {"stdout": "/tmp\r\n"},
         ("sudo_pw", "become root with a password"): {"stdout": "root"},
         ("sudo_pw", "wrong password fails"): {"failed": True},
     },
