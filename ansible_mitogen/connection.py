@@ -69,9 +69,10 @@ def filter_ssh_args(args: list[str]) -> list[str]:
 
 
 def become_flags(flags: str | None) -> list[str]:
-    """sudo flags from become_flags, minus -S and -n: we answer the
-    password prompt ourselves on a pty."""
-    return [f for f in shlex.split(flags or '') if f not in ('-S', '-n')]
+    """sudo flags from become_flags, minus -S and -n (also spelt --stdin and
+    --non-interactive): we answer the password prompt ourselves on a pty."""
+    dropped = ('-S', '-n', '--stdin', '--non-interactive')
+    return [f for f in shlex.split(flags or '') if f not in dropped]
 
 
 class InterpreterMissing(AnsibleError):

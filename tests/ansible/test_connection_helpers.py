@@ -20,6 +20,7 @@ def test_filter_ssh_args_drops_control_master_options() -> None:
 
 def test_become_flags_drop_stdin_and_noninteractive() -> None:
     assert become_flags('-H -S -n -E') == ['-H', '-E']
+    assert become_flags('--set-home --stdin --non-interactive') == ['--set-home']
     assert become_flags(None) == []
 
 
