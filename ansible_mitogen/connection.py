@@ -384,13 +384,13 @@ class Connection(ConnectionBase):
         if name == 'sudo':
             kwargs['sudo_args'] = become_flags(become.get_option('become_flags'))
         else:
-            if name == 'su':
-                # only the prompts stock's su plugin would answer
-                prompts = become.get_option('prompt_l10n') or become.SU_PROMPT_LOCALIZATIONS
-                kwargs['password_prompt'] = r'(?:%s)\s*[:：]' % '|'.join(
-                    re.escape(p) for p in prompts)
-                kwargs['builtin_prompts'] = False
             kwargs['%s_args' % name] = shlex.split(become.get_option('become_flags') or '')
+        if name == 'su':
+            # only the prompts stock's su plugin would answer
+            prompts = become.get_option('prompt_l10n') or become.SU_PROMPT_LOCALIZATIONS
+            kwargs['password_prompt'] = r'(?:%s)\s*[:：]' % '|'.join(
+                re.escape(p) for p in prompts)
+            kwargs['builtin_prompts'] = False
         return {'method': name, 'kwargs': kwargs}
 
     def get_stack(self) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from tests.testbed import Testbed  # noqa: E402
+from tests.testbed.proc import proc_cmdline  # noqa: E402
 
 VENV_BIN = os.path.join(ROOT, '.venv', 'bin')
 STRATEGY_DIR = os.path.join(ROOT, 'ansible_mitogen', 'plugins', 'strategy')
@@ -106,19 +107,18 @@ def reap_control_masters(control_dir: str) -> float:
     each is then told to exit."""
     cpu = 0.0
     ticks = os.sysconf('SC_CLK_TCK')
+    prefix = 'ssh: %s/' % control_dir
     for pid in filter(str.isdigit, os.listdir('/proc')):
+        args = proc_cmdline(int(pid))
+        if not args or not args[0].startswith(prefix):
+            continue
         try:
-            with open('/proc/%s/cmdline' % pid, 'rb') as fp:
-                args = fp.read().split(b'\0')
             with open('/proc/%s/stat' % pid) as fp:
                 fields = fp.read().rpartition(')')[2].split()
         except OSError:
             continue
-        prefix = ('ssh: %s/' % control_dir).encode()
-        if not args[0].startswith(prefix):
-            continue
         cpu += (int(fields[11]) + int(fields[12])) / ticks
-        path = args[0][len('ssh: '):].split(b' ')[0].decode()
+        path = args[0][len('ssh: '):].split(' ')[0]
         subprocess.run(['ssh', '-O', 'exit', '-o', 'ControlPath=' + path, 'master'],
                        capture_output=True)
     return cpu
