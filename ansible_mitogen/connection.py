@@ -128,6 +128,8 @@ class Connection(ConnectionBase):
     def __init__(self, play_context: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(play_context, *args, **kwargs)
         self.context: mitogen.core.Context | None = None
+        #: The chain `context` was got for (see _connect()); meaningless without it.
+        self._stack: list[dict[str, Any]] | None = None
         self.init_child_result: dict[str, Any] = {}
         self._task_vars: dict[str, Any] = {}
         self.cwd: str | None = None
@@ -144,12 +146,12 @@ class Connection(ConnectionBase):
     def stock(self) -> ConnectionBase:
         """The stock connection that serves tasks we fall back for."""
         if self._stock is None:
-            stock = connection_loader.get(self.method_name, self._play_context_arg,
-                                          os.devnull)
-            stock._options = self._options
-            stock.set_become_plugin(self.become)
-            stock._shell = self._shell
-            self._stock = stock
+            self._stock = connection_loader.get(self.method_name, self._play_context_arg,
+                                                os.devnull)
+        # the options and become plugin in force now (they change per loop item)
+        self._stock._options = self._options
+        self._stock.set_become_plugin(self.become)
+        self._stock._shell = self._shell
         if self.method_name == 'local':
             self._stock.cwd = self.cwd  # type: ignore[attr-defined]
         return self._stock
@@ -171,28 +173,45 @@ class Connection(ConnectionBase):
         """Start getting the task's context from the mux without waiting,
         so that connecting overlaps with what the action does before its
         first remote call (such as building the module)."""
-        if self.context is None and self._pending is None and self.is_mitogen_connection:
-            _, mux = ansible_mitogen.process.get_router()
+        if self._pending is None and self.is_mitogen_connection:
             stack = self.get_stack()
-            self._pending = stack, mux.call_service_async(SERVICE, 'get', stack=stack)
+            if self.context is None or stack != self._stack:
+                _, mux = ansible_mitogen.process.get_router()
+                self._pending = stack, mux.call_service_async(SERVICE, 'get', stack=stack)
 
     def _connect(self) -> Connection:
+        """Hold the context of the chain that the options in force now describe.
+
+        The chain is derived afresh on every call: TaskExecutor reuses one connection
+        for all items of a loop and re-templates its options (become user, login user,
+        interpreter, passwords...) per item, so a context held for an earlier item is
+        released when the chain it was made for is no longer the one asked for."""
         if not self.is_mitogen_connection:
             self.stock()._connect()
             return self
-        if self.context is not None:
-            return self
-        _, mux = ansible_mitogen.process.get_router()
         stack = self.get_stack()
+        if self.context is not None:
+            if stack == self._stack:
+                return self
+            self._release()
+        _, mux = ansible_mitogen.process.get_router()
         result = self._take_pending(stack)
         if result is None:
             result = mux.call_service(SERVICE, 'get', stack=stack)
         if result['msg'] is not None:
             raise connect_error(result, self.python_path(), self.become_timeout_message())
         self.context = result['context']
+        self._stack = stack
         self.init_child_result = result['init_child_result']
         self._connected = True
         return self
+
+    def _release(self) -> None:
+        """Hand the held context back to the mux (which keeps it running)."""
+        if self.context is not None:
+            _, mux = ansible_mitogen.process.get_router()
+            mux.call_service(SERVICE, 'put', context=self.context)
+            self.context = None
 
     def _take_pending(self, stack: list[dict[str, Any]] | None) -> dict[str, Any] | None:
         """The answer prepare() asked for, if it was for `stack`; a context
@@ -289,10 +308,7 @@ class Connection(ConnectionBase):
             self._take_pending(None)
         except mitogen.core.ChannelError:
             pass  # the mux is gone, and the context with it
-        if self.context is not None:
-            _, mux = ansible_mitogen.process.get_router()
-            mux.call_service(SERVICE, 'put', context=self.context)
-            self.context = None
+        self._release()
         ansible_mitogen.process.disconnect()
         self._connected = False
 

@@ -217,6 +217,7 @@ class Harness:
         for host in HOST_ROLES:
             hosts[host] = {"ansible_user": self.account(host).name}
         hosts["sudo_pw"]["ansible_become_password"] = self.account("sudo_pw").password
+        hosts["sudo_pw"]["sudo_pw_password"] = self.account("sudo_pw").password
         return {
             "all": {
                 "children": {
@@ -385,6 +386,7 @@ class RunningPlaybook:
         variables = {
             "workdir_base": str(self.workdir_base),
             "fetch_dir": str(self.fetch_dir),
+            "pythons": {p.short: str(p.executable) for p in harness.testbed.pythons},
             **extra_vars,
         }
         argv = [
