@@ -45,7 +45,11 @@ def check_items(run: PlaybookRun) -> None:
 
 @pytest.mark.parametrize(
     "baseline, candidate",
-    [("linear", "mitogen_linear"), ("free", "mitogen_free"), ("host_pinned", "mitogen_host_pinned")],
+    [
+        ("linear", "mitogen_linear"),
+        ("free", "mitogen_free"),
+        ("host_pinned", "mitogen_host_pinned"),
+    ],
 )
 def test_per_item_variables(harness: Harness, baseline: str, candidate: str) -> None:
     comparison = harness.compare("per_item.yml", baseline, candidate)
