@@ -12,6 +12,7 @@ next task.
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import os
 import re
@@ -468,6 +469,19 @@ class LocalConnection(Connection):
     user; commands run in the playbook directory like stock `local`."""
 
     method_name = 'local'
+
+    def __init__(self, play_context: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(play_context, *args, **kwargs)
+        # The controller user, whatever remote_user says: stock local's
+        # `_get_remote_user()` answer, so ~ and remote_tmp expand for it.
+        try:
+            self.default_user = getpass.getuser()
+        except (KeyError, OSError):
+            self.default_user = ''
+
+    def _connect(self) -> Connection:
+        self._play_context.remote_user = self.default_user  # as stock local does
+        return super()._connect()
 
     def untemplated_interpreter(self) -> str | list[str]:
         """Implicit localhost: `{{ ansible_playbook_python }}`."""

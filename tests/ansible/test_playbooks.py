@@ -95,6 +95,13 @@ EXPECTED: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
         ("sudo_nopw", "async job that outlives its time limit"): {"failed": True},
         ("sudo_nopw", "async with become"): {"stdout": "root"},
     },
+    "home_paths.yml": {
+        ("plain", "delegated home"): {"stdout": "/root"},
+        ("sudo_nopw", "delegated script"): {"rc": 0},
+        ("plain", "read the home copy back"): {"stdout": "home of plain"},
+        ("sudo_nopw", "where the become copy went"): {"rc": 0},
+        ("localhost", "local play home"): {"stdout": "/root"},
+    },
     "serial.yml": {
         ("sudo_pw", "third play"): None,
         ("plain", "third play"): {"stdout": "plain"},
@@ -103,9 +110,15 @@ EXPECTED: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
 
 PLAYBOOKS = sorted(EXPECTED)
 
+#: Environment a playbook runs with (both strategies).
+ENVIRONMENT: dict[str, dict[str, str]] = {
+    # remote_user set fleet-wide, to a user that exists nowhere
+    "home_paths.yml": {"ANSIBLE_REMOTE_USER": "mitogen__nobody"},
+}
+
 #: Playbooks writing outside their run's workdir (the account's home), so the two runs
 #: of a comparison must not overlap.
-SEQUENTIAL = {"remote_tmp.yml"}
+SEQUENTIAL = {"remote_tmp.yml", "home_paths.yml"}
 
 
 def check_expected(run: Any, playbook: str) -> None:
@@ -124,7 +137,9 @@ def check_expected(run: Any, playbook: str) -> None:
 
 @pytest.mark.parametrize("playbook", PLAYBOOKS)
 def test_mitogen_linear_matches_linear(harness: Harness, playbook: str) -> None:
-    comparison = harness.compare(playbook, parallel=playbook not in SEQUENTIAL)
+    comparison = harness.compare(
+        playbook, parallel=playbook not in SEQUENTIAL, env=ENVIRONMENT.get(playbook)
+    )
     check_expected(comparison.baseline, playbook)
     comparison.assert_same()
 
