@@ -231,8 +231,9 @@ class Connection(ConnectionBase):
     def exec_command(self, cmd: str, in_data: bytes | None = None,
                      sudoable: bool = True, executable: str | None = None,
                      chdir: str | None = None) -> tuple[int, bytes, bytes]:
-        """Run `cmd` with `executable -c` (default /bin/sh) in the task's
-        context; returns (rc, stdout, stderr)."""
+        """Run `cmd` with `executable -c` in the task's context (without an
+        executable, as the transport of stock Ansible would run it: see
+        default_shell()); returns (rc, stdout, stderr)."""
         if not self.is_mitogen_connection:
             return self.stock().exec_command(cmd, in_data=in_data, sudoable=sudoable)
         self._connect()
@@ -241,7 +242,8 @@ class Connection(ConnectionBase):
         if become_dir:
             cmd = 'cd %s && %s' % (shlex.quote(become_dir), cmd)  # as stock's sudo does
         rc, stdout, stderr = self._call(ansible_mitogen.target.exec_command, cmd,
-                                        in_data, chdir or self.cwd, executable, emulate_tty)
+                                        in_data, chdir or self.cwd,
+                                        executable or self.default_shell(), emulate_tty)
         return rc, bytes(stdout), bytes(stderr)
 
     def call(self, func: Any, *args: Any) -> Any:
@@ -338,6 +340,12 @@ class Connection(ConnectionBase):
     def uses_tty(self) -> bool:
         """True if stock Ansible runs commands without input in a terminal."""
         return False
+
+    def default_shell(self) -> str | None:
+        """The shell that runs commands given without an executable (`raw`),
+        or None for the login shell of the account the context runs as (what
+        sshd runs a command with)."""
+        return None
 
     def become_directory(self) -> str | None:
         """The sudo plugin's `sudo_chdir`: where become commands run."""
@@ -486,6 +494,9 @@ class LocalConnection(Connection):
     def untemplated_interpreter(self) -> str | list[str]:
         """Implicit localhost: `{{ ansible_playbook_python }}`."""
         return sys.executable
+
+    def default_shell(self) -> str | None:
+        return C.DEFAULT_EXECUTABLE.split()[0] if C.DEFAULT_EXECUTABLE else '/bin/sh'
 
     def become_timeout(self) -> float | None:
         return max(1, int(self.get_option('become_success_timeout') or 10))

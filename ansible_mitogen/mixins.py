@@ -63,6 +63,9 @@ class ActionModuleMixin:
                                    **kwargs: Any) -> dict[str, Any]:
         if executable is None:
             executable = self._play_context.executable
+        if not executable and sudoable and self._connection.become:
+            # stock's become command runs the shell plugin's executable
+            executable = self._connection._shell.executable
         if self._connection.transport == 'local' and chdir is None:
             chdir = self._loader.get_basedir()
         built = self._pipelined_module(in_data)

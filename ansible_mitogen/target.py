@@ -6,6 +6,7 @@ imports Ansible's controller code.
 """
 
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -74,12 +75,21 @@ def run_process(argv, in_data=None, chdir=None, env=None, merge_stderr=False):
     return proc.returncode, stdout, stderr or b''
 
 
+def login_shell():
+    """This account's shell from the password database, as sshd runs it."""
+    try:
+        shell = pwd.getpwuid(os.getuid()).pw_shell
+    except KeyError:
+        shell = ''
+    return shell or '/bin/sh'
+
+
 def exec_command(cmd, in_data=None, chdir=None, executable=None, emulate_tty=False):
-    """Run shell command `cmd` like an ssh login would; return
-    `(rc, stdout, stderr)` as bytes. With `emulate_tty`, output looks as it
-    would through the terminal `ssh -tt` gives: both streams in stdout,
-    lines ending in CRLF."""
-    rc, stdout, stderr = run_process([executable or '/bin/sh', '-c', cmd], in_data, chdir,
+    """Run shell command `cmd` with `executable -c` (default: the login
+    shell, as sshd would); return `(rc, stdout, stderr)` as bytes. With
+    `emulate_tty`, output looks as it would through the terminal `ssh -tt`
+    gives: both streams in stdout, lines ending in CRLF."""
+    rc, stdout, stderr = run_process([executable or login_shell(), '-c', cmd], in_data, chdir,
                                      merge_stderr=emulate_tty)
     if emulate_tty:
         stdout = stdout.replace(b'\n', b'\r\n')

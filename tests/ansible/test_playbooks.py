@@ -102,6 +102,14 @@ EXPECTED: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
         ("sudo_nopw", "where the become copy went"): {"rc": 0},
         ("localhost", "local play home"): {"stdout": "/root"},
     },
+    "login_shell.yml": {
+        ("sudo_nopw", "raw through the login shell"): {"stdout": "2"},
+        ("sudo_nopw", "raw names its shell"): {"stdout": "5\r\n"},
+        ("sudo_nopw", "raw with an executable"): {"stdout": "-en 2\r\n"},
+        ("sudo_nopw", "shell module uses /bin/sh"): {"stdout": "-en 2"},
+        ("sudo_nopw", "shell module with bash"): {"stdout": "2"},
+        ("sudo_nopw", "raw delegated to localhost runs /bin/sh"): {"stdout": "-en 2\n"},
+    },
     "serial.yml": {
         ("sudo_pw", "third play"): None,
         ("plain", "third play"): {"stdout": "plain"},
