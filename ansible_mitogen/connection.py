@@ -125,6 +125,8 @@ class Connection(ConnectionBase):
     #: The Mitogen connection method of the first hop, and the stock plugin
     #: used for fallback.
     method_name = 'ssh'
+    #: How stock's plugin begins the message when its link breaks.
+    lost_prefix = ''
 
     def __init__(self, play_context: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(play_context, *args, **kwargs)
@@ -332,8 +334,10 @@ class Connection(ConnectionBase):
         try:
             return self.context.call(func, *mitogen.utils.cast(list(args)))
         except mitogen.core.ChannelError as e:
+            chain = describe_stack(self._stack or [])
             self.context = None
-            raise AnsibleConnectionFailure('lost the connection: %s' % (e,))
+            raise AnsibleConnectionFailure('%slost the connection (%s) while running the task: %s'
+                                           % (self.lost_prefix, chain, e))
         except mitogen.core.CallError as e:
             raise AnsibleError(str(e))
 
@@ -427,6 +431,20 @@ class Connection(ConnectionBase):
         return mitogen.utils.cast(stack)
 
 
+def describe_stack(stack: list[dict[str, Any]]) -> str:
+    """A chain for messages, e.g. 'ssh deploy@web1:22 -> sudo root' (no secrets)."""
+    hops = []
+    for hop in stack:
+        kwargs = hop['kwargs']
+        where = kwargs.get('username') or ''
+        if kwargs.get('hostname'):
+            where = '%s@%s' % (where, kwargs['hostname']) if where else kwargs['hostname']
+            if kwargs.get('port'):
+                where += ':%s' % (kwargs['port'],)
+        hops.append(('%s %s' % (hop['method'], where)).strip())
+    return ' -> '.join(hops) or 'no connection'
+
+
 def find_python_command(candidates: list[str]) -> list[str]:
     """argv that runs, with the arguments that follow, the first of
     `candidates` found on the target's PATH, else /usr/bin/python3 (what
@@ -441,6 +459,7 @@ class SshConnection(Connection):
     """The `mitogen_ssh` plugin: honours the ssh plugin's options."""
 
     method_name = 'ssh'
+    lost_prefix = 'Failed to connect to the host via ssh: '
 
     def uses_tty(self) -> bool:
         return bool(self.get_option('use_tty'))

@@ -198,7 +198,7 @@ def _collect(pid, out_r, err_r):
                 os.close(fd)
     _, status = os.waitpid(pid, 0)
     rc = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
-    return rc, b''.join(chunks[out_r]), b''.join(chunks[err_r])
+    return target.shell_status(rc), b''.join(chunks[out_r]), b''.join(chunks[err_r])
 
 
 def _run_forked(spec, modlib, env, chdir):
@@ -247,4 +247,5 @@ def run_module(spec, digest, modlib_data, env, chdir, interpreter, router):
     else:
         rc, stdout, stderr = target.run_process(
             [interpreter, '-c', LAUNCHER, modlib], json.dumps(spec).encode(), chdir, env)
+        rc = target.shell_status(rc)
     return rc, mitogen.core.Blob(stdout), mitogen.core.Blob(stderr)

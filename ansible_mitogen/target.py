@@ -58,6 +58,13 @@ def enter_directory(path):
         os.chdir(path)
 
 
+def shell_status(returncode):
+    """`returncode` as a shell reports it: 128 + N for a death by signal N.
+    Stock Ansible runs modules through `/bin/sh -c`, so that is what its
+    tasks see."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
 def run_process(argv, in_data=None, chdir=None, env=None, merge_stderr=False):
     """Run `argv` in a session of its own with `env` added to ours; return
     `(rc, stdout, stderr)` as bytes (stderr in stdout if `merge_stderr`)."""

@@ -26,7 +26,9 @@ EXPECTED: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
         ("plain", "command stdin"): {"stdout": "line one\nline two"},
         ("plain", "large output size"): {"msg": "20000 108893"},
         ("plain", "raw with both streams and a failing status"): {
-            "rc": 2, "stdout": "raw-out\r\nraw-err\r\n", "stderr": ""
+            "rc": 2,
+            "stdout": "raw-out\r\nraw-err\r\n",
+            "stderr": "",
         },
     },
     "files.yml": {
@@ -170,7 +172,13 @@ def test_other_strategies_match_their_builtin(
 
 def test_every_playbook_is_tested() -> None:
     # used by test_strategy.py, test_fallback.py and test_bad_modules.py
-    special = {"recording.yml", "divergent.yml", "collection.yml", "become_fallback.yml",
-               "bad_modules.yml", "per_item.yml"}
+    special = {
+        "recording.yml",
+        "divergent.yml",
+        "collection.yml",
+        "become_fallback.yml",
+        "bad_modules.yml",
+        "per_item.yml",
+    }
     on_disk = {p.name for p in PLAYBOOK_DIR.glob("*.yml")} - special
     assert on_disk == set(PLAYBOOKS)
