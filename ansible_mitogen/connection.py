@@ -17,13 +17,14 @@ import hashlib
 import os
 import re
 import shlex
-import sys
 from typing import Any
 
 from ansible import constants as C
 from ansible.errors import AnsibleConnectionFailure, AnsibleError
+from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.connection import ConnectionBase
 from ansible.plugins.loader import connection_loader
+from ansible.template import Templar
 from ansible.utils.display import Display
 
 import ansible_mitogen.ansiballz
@@ -77,27 +78,23 @@ def become_flags(flags: str | None) -> list[str]:
 
 
 class InterpreterMissing(AnsibleError):
-    """The target's Python does not exist; `output` is what the shell said."""
-
-    def __init__(self, message: str, output: str) -> None:
-        super().__init__(message)
-        self.output = output
+    """The task's context could not start for want of Python on the target;
+    its connection serves the rest of the task as stock Ansible would (see
+    Connection.is_mitogen_connection)."""
 
 
 def connect_error(result: dict[str, Any], python: str | list[str],
                   become_timeout_message: str = '') -> AnsibleError:
     """The exception stock Ansible would raise for a failed hop, worded as
     it words it (playbooks match on these messages); our own detailed
-    message is shown at -vvv. A missing `python` fails the task, as a
-    module's missing interpreter does with stock Ansible; a become method
-    that times out makes the host unreachable, with the connection's
-    `become_timeout_message` and the method's output."""
+    message is shown at -vvv. A missing `python` gives InterpreterMissing;
+    a become method that times out makes the host unreachable, with the
+    connection's `become_timeout_message` and the method's output."""
     method = result['method_name']
     display.vvv('Mitogen: %s' % (result['msg'],))
     if result['reason'] == 'python':
         interpreter = python if isinstance(python, str) else '/usr/bin/python3'
-        return InterpreterMissing("The module interpreter '%s' was not found." % (interpreter,),
-                                  result['output'])
+        return InterpreterMissing("The module interpreter '%s' was not found." % (interpreter,))
     if method in BECOME_METHODS:
         if result['reason'] == 'bad_password':
             return AnsibleError('Incorrect %s password' % (method,))
@@ -115,10 +112,12 @@ def connect_error(result: dict[str, Any], python: str | list[str],
 class Connection(ConnectionBase):
     """Run tasks in persistent Mitogen contexts held by the mux.
 
-    A task whose become method is not one we run as a context (BECOME_METHODS)
-    falls back to stock Ansible: `is_mitogen_connection` turns False, so the
-    action runs unmodified and wraps commands itself, and every call is passed
-    to a stock connection of the same type sharing our options.
+    A task whose become method is not one we run as a context (BECOME_METHODS),
+    or whose context cannot start for want of Python on the target (so that
+    `raw` and `script` can install it, as with stock), falls back to stock
+    Ansible: `is_mitogen_connection` turns False, so the action runs
+    unmodified and wraps commands itself, and every call is passed to a stock
+    connection of the same type sharing our options.
     """
 
     has_pipelining = True
@@ -139,10 +138,15 @@ class Connection(ConnectionBase):
         self._play_context_arg = play_context
         self._stock: ConnectionBase | None = None
         self._pending: tuple[list[dict[str, Any]], mitogen.core.Receiver] | None = None
+        #: Set when this task's context could not start for want of Python.
+        self._python_missing = False
 
     @property
     def is_mitogen_connection(self) -> bool:
-        """False when this task's become method needs stock Ansible."""
+        """False when this task needs stock Ansible: its become method is not
+        one of ours, or the target has no Python for its context."""
+        if self._python_missing:
+            return False
         become = self.become
         return become is None or become.name.rpartition('.')[2] in BECOME_METHODS
 
@@ -170,6 +174,8 @@ class Connection(ConnectionBase):
         super().update_vars(variables)
 
     def is_pipelining_enabled(self, wrap_async: bool = False) -> bool:
+        if not self.is_mitogen_connection:
+            return bool(self.stock().is_pipelining_enabled(wrap_async))
         return not wrap_async
 
     def prepare(self) -> None:
@@ -202,7 +208,9 @@ class Connection(ConnectionBase):
         if result is None:
             result = mux.call_service(SERVICE, 'get', stack=stack)
         if result['msg'] is not None:
-            raise connect_error(result, self.python_path(), self.become_timeout_message())
+            error = connect_error(result, self.python_path(), self.become_timeout_message())
+            self._python_missing = isinstance(error, InterpreterMissing)
+            raise error
         self.context = result['context']
         self._stack = stack
         self.init_child_result = result['init_child_result']
@@ -375,18 +383,17 @@ class Connection(ConnectionBase):
         one; for `auto` (or unset) the first of the interpreters Ansible's
         discovery would look for, so that modules run in the context's own
         interpreter."""
-        interpreter = str(self._task_vars.get('ansible_python_interpreter') or '')
+        interpreter = self._task_vars.get('ansible_python_interpreter') or ''
         if '{' in interpreter:
-            return self.untemplated_interpreter()
+            # as Ansible templates it for the module's interpreter line
+            interpreter = Templar(loader=DataLoader(), variables=self._task_vars).template(
+                interpreter)
+        interpreter = str(interpreter)
         if interpreter and not interpreter.startswith('auto'):
             return interpreter
         candidates = C.config.get_config_value('INTERPRETER_PYTHON_FALLBACK',
                                                variables=self._task_vars)
         return find_python_command([str(c) for c in candidates])
-
-    def untemplated_interpreter(self) -> str | list[str]:
-        """The Python when `ansible_python_interpreter` is still a template."""
-        return find_python_command(['/usr/bin/python3', 'python3'])
 
     def first_hop(self) -> dict[str, Any]:
         """The hop that reaches the target account."""
@@ -509,10 +516,6 @@ class LocalConnection(Connection):
     def _connect(self) -> Connection:
         self._play_context.remote_user = self.default_user  # as stock local does
         return super()._connect()
-
-    def untemplated_interpreter(self) -> str | list[str]:
-        """Implicit localhost: `{{ ansible_playbook_python }}`."""
-        return sys.executable
 
     def default_shell(self) -> str | None:
         return C.DEFAULT_EXECUTABLE.split()[0] if C.DEFAULT_EXECUTABLE else '/bin/sh'

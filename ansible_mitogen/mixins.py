@@ -17,8 +17,10 @@ and result parsing stay untouched.
 
 from __future__ import annotations
 
+import functools
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ansible.errors import AnsibleConnectionFailure, AnsibleError
 from ansible.module_utils.common.text.converters import to_text
@@ -26,6 +28,22 @@ from ansible.plugins.action import ActionBase
 
 from ansible_mitogen import ansiballz, compat, target
 from ansible_mitogen.connection import InterpreterMissing
+
+_Method = TypeVar('_Method', bound=Callable[..., Any])
+
+
+def mitogen_only(method: _Method) -> _Method:
+    """Run the action class's own `method` (stock's) instead whenever the
+    task's connection serves it as stock Ansible."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._connection.is_mitogen_connection:
+            return method(self, *args, **kwargs)
+        return getattr(super(ActionModuleMixin, self), name)(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 class ActionModuleMixin:
@@ -37,6 +55,18 @@ class ActionModuleMixin:
 
     _cleanup_remote_tmp: bool
     _mitogen_module: Any = None
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        """The action's own run(); run again as stock Ansible would run it
+        when the task's context cannot start for want of Python (so that
+        `raw` and `script` can install one). That is found at the first
+        remote call, so nothing ran on the target before."""
+        try:
+            return super().run(*args, **kwargs)  # type: ignore[misc]
+        except InterpreterMissing:
+            if self._connection.is_mitogen_connection:
+                raise
+            return super().run(*args, **kwargs)  # type: ignore[misc]
 
     def _configure_module(self, *args: Any, **kwargs: Any) -> Any:
         """Remember the module just built, to recognise its payload; the
@@ -55,6 +85,7 @@ class ActionModuleMixin:
             return None
         return built
 
+    @mitogen_only
     def _low_level_execute_command(self, cmd: str, sudoable: bool = True,
                                    in_data: bytes | None = None,
                                    executable: str | None = None,
@@ -70,23 +101,19 @@ class ActionModuleMixin:
             chdir = self._loader.get_basedir()
         built = self._pipelined_module(in_data)
         payload = None if built is None else ansiballz.parse(in_data)  # type: ignore[arg-type]
-        try:
-            if payload is not None:
-                environment: dict[str, Any] = {}
-                if not compat.module_applies_environment(built):
-                    self._compute_environment_string(environment)  # type: ignore[attr-defined]
-                # as the shell's env_prefix() spells them
-                environment = {str(k): str(v) for k, v in environment.items()}
-                interpreter = built.shebang[2:].strip().split()[0]
-                rc, stdout, stderr = self._connection.run_module(
-                    payload, environment, chdir, interpreter)
-            else:
-                rc, stdout, stderr = self._connection.exec_command(
-                    cmd, in_data=in_data, sudoable=sudoable, executable=executable or None,
-                    chdir=chdir)
-        except InterpreterMissing as e:
-            # what running the command through a missing interpreter returns
-            rc, stdout, stderr = 127, b'', e.output.encode() + b'\n'
+        if payload is not None:
+            environment: dict[str, Any] = {}
+            if not compat.module_applies_environment(built):
+                self._compute_environment_string(environment)  # type: ignore[attr-defined]
+            # as the shell's env_prefix() spells them
+            environment = {str(k): str(v) for k, v in environment.items()}
+            interpreter = built.shebang[2:].strip().split()[0]
+            rc, stdout, stderr = self._connection.run_module(
+                payload, environment, chdir, interpreter)
+        else:
+            rc, stdout, stderr = self._connection.exec_command(
+                cmd, in_data=in_data, sudoable=sudoable, executable=executable or None,
+                chdir=chdir)
         process_result = kwargs.get('process_result')
         if process_result is not None:
             rc, stdout, stderr = process_result(rc, stdout, stderr)
@@ -96,6 +123,7 @@ class ActionModuleMixin:
                 'stdout_lines': out.splitlines(), 'stderr': err,
                 'stderr_lines': err.splitlines()}
 
+    @mitogen_only
     def _remote_expand_user(self, path: str, sudoable: bool = True,
                             pathsep: str | None = None) -> str:
         """Expand `~` for the user the task's context runs as: with become,
@@ -120,6 +148,7 @@ class ActionModuleMixin:
                                "containing '..'" % self._get_remote_addr({}))  # type: ignore[attr-defined]
         return expanded
 
+    @mitogen_only
     def _make_tmp_path(self, remote_user: str | None = None) -> str:
         """Create the task's remote temporary directory with one call."""
         tmpdir = self._remote_expand_user(
@@ -140,6 +169,7 @@ class ActionModuleMixin:
         self._connection._shell.tmpdir = path
         return path
 
+    @mitogen_only
     def _remove_tmp_path(self, tmp_path: str | None, force: bool = False) -> None:
         """Remove the task's remote temporary directory with one call."""
         if tmp_path is None and self._connection._shell.tmpdir:
@@ -148,6 +178,7 @@ class ActionModuleMixin:
             self._connection.call(target.remove_tree, tmp_path)
             self._connection._shell.tmpdir = None
 
+    @mitogen_only
     def _fixup_perms2(self, remote_paths: list[str], remote_user: str | None = None,
                       execute: bool = True) -> list[str]:
         if execute:

@@ -112,6 +112,14 @@ EXPECTED: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
         ("sudo_nopw", "shell module with bash"): {"stdout": "2"},
         ("sudo_nopw", "raw delegated to localhost runs /bin/sh"): {"stdout": "-en 2\n"},
     },
+    "no_python.yml": {
+        ("plain", "a module without Python fails"): {"failed": True},
+        ("plain", "raw without Python"): {"stdout": "no python here\r\nmitogen__plain\r\n"},
+        ("sudo_nopw", "raw without Python"): {"stdout": "no python here\r\nroot\r\n"},
+        ("sudo_nopw", "script without Python"): {"rc": 0},
+        ("plain", "a module once Python exists"): {"failed": False},
+        ("sudo_nopw", "a command once Python exists"): {"stdout": "root"},
+    },
     "serial.yml": {
         ("sudo_pw", "third play"): None,
         ("plain", "third play"): {"stdout": "plain"},
