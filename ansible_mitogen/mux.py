@@ -23,7 +23,7 @@ POOL_SIZE = 32
 
 #: Modules every target imports from us: prepared while the first
 #: connection starts.
-TARGET_MODULES = ('ansible_mitogen.target', 'ansible_mitogen.module_runner')
+TARGET_MODULES = ("ansible_mitogen.target", "ansible_mitogen.module_runner")
 
 
 def main() -> None:
@@ -31,16 +31,21 @@ def main() -> None:
     broker = mitogen.master.Broker()
     router = mitogen.master.Router(broker)
     router.unidirectional = True
-    pool = mitogen.service.Pool(router, size=POOL_SIZE, services=[
-        ansible_mitogen.services.ContextService(router),
-        mitogen.service.FileService(router),
-        mitogen.service.PushFileService(router),
-    ])
+    pool = mitogen.service.Pool(
+        router,
+        size=POOL_SIZE,
+        services=[
+            ansible_mitogen.services.ContextService(router),
+            mitogen.service.FileService(router),
+            mitogen.service.PushFileService(router),
+        ],
+    )
     listener = mitogen.unix.listen(router, grant_authority=True)
-    threading.Thread(target=router.responder.prepare, args=(TARGET_MODULES,),
-                     name='prepare-modules', daemon=True).start()
+    threading.Thread(
+        target=router.responder.prepare, args=(TARGET_MODULES,), name="prepare-modules", daemon=True
+    ).start()
     try:
-        os.write(1, (listener.path + '\n').encode())
+        os.write(1, (listener.path + "\n").encode())
         while os.read(0, 4096):
             pass
     finally:
@@ -50,5 +55,5 @@ def main() -> None:
         broker.join()
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     sys.exit(main())

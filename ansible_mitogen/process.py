@@ -23,7 +23,7 @@ import mitogen.parent
 import mitogen.unix
 
 #: Environment variable holding the mux socket path.
-ENV_PATH = 'MITOGEN_ANSIBLE_MUX'
+ENV_PATH = "MITOGEN_ANSIBLE_MUX"
 
 #: Seconds allowed for the mux to start, and to exit at the end.
 START_TIMEOUT = 30.0
@@ -52,18 +52,22 @@ class MuxProcess:
     def _spawn(cls) -> None:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = dict(os.environ)
-        env['PYTHONPATH'] = os.pathsep.join(
-            [root] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p])
+        env["PYTHONPATH"] = os.pathsep.join(
+            [root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        )
         proc = subprocess.Popen(
-            [sys.executable, '-m', 'ansible_mitogen.mux'], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, env=env, close_fds=True)
+            [sys.executable, "-m", "ansible_mitogen.mux"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            close_fds=True,
+        )
         assert proc.stdout is not None
         line = _read_line(proc.stdout.fileno(), START_TIMEOUT)
         if not line:
             proc.kill()
             proc.wait()
-            raise MuxError('the Mitogen mux process failed to start (exit status %s)',
-                           proc.poll())
+            raise MuxError("the Mitogen mux process failed to start (exit status %s)", proc.poll())
         cls._proc = proc
         os.environ[ENV_PATH] = line
         atexit.register(cls.stop)
@@ -88,15 +92,15 @@ class MuxProcess:
 
 def _read_line(fd: int, timeout: float) -> str:
     """Read one line from `fd` within `timeout` seconds ('' on EOF)."""
-    data = b''
+    data = b""
     deadline = mitogen.core.now() + timeout
-    while not data.endswith(b'\n'):
+    while not data.endswith(b"\n"):
         remaining = deadline - mitogen.core.now()
         if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-            return ''
+            return ""
         chunk = os.read(fd, 4096)
         if not chunk:
-            return ''
+            return ""
         data += chunk
     return data.decode().strip()
 
@@ -106,20 +110,22 @@ _connection: dict[str, object] = {}
 
 def get_router() -> tuple[mitogen.parent.Router, mitogen.core.Context]:
     """This process's Router connected to the mux, and the mux's Context."""
-    if _connection.get('pid') != os.getpid():
+    if _connection.get("pid") != os.getpid():
         path = os.environ.get(ENV_PATH)
         if not path:
-            raise MuxError('the Mitogen mux is not running: use a mitogen_* strategy '
-                           '(or the ansible_mitogen strategy plugins) to start it')
+            raise MuxError(
+                "the Mitogen mux is not running: use a mitogen_* strategy "
+                "(or the ansible_mitogen strategy plugins) to start it"
+            )
         router, mux = mitogen.unix.connect(path)
         _connection.update(pid=os.getpid(), router=router, mux=mux)
-    return _connection['router'], _connection['mux']  # type: ignore[return-value]
+    return _connection["router"], _connection["mux"]  # type: ignore[return-value]
 
 
 def disconnect() -> None:
     """Drop this process's connection to the mux (if any)."""
-    if _connection.get('pid') == os.getpid():
-        router = _connection['router']
+    if _connection.get("pid") == os.getpid():
+        router = _connection["router"]
         _connection.clear()
         router.broker.shutdown()  # type: ignore[attr-defined]
         router.broker.join(10)  # type: ignore[attr-defined]

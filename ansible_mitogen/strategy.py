@@ -24,8 +24,9 @@ from ansible_mitogen import compat, loaders
 from ansible_mitogen.mixins import ActionModuleMixin
 
 #: Where mitogen_ssh and mitogen_local live.
-CONNECTION_PLUGINS = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                  'plugins', 'connection')
+CONNECTION_PLUGINS = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "plugins", "connection"
+)
 
 display = Display()
 _exit_hook_registered = False
@@ -42,7 +43,8 @@ class StrategyMixin:
     """
 
     connection_redirects: ClassVar[Mapping[str, str]] = loaders.redirect_map(
-        'mitogen_ssh', 'mitogen_local')
+        "mitogen_ssh", "mitogen_local"
+    )
     action_mixin: ClassVar[type | None] = ActionModuleMixin
 
     def run(self, iterator: Any, play_context: Any, *args: Any, **kwargs: Any) -> Any:
