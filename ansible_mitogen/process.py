@@ -17,6 +17,7 @@ import select
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 
 import mitogen.core
 import mitogen.parent
@@ -41,17 +42,19 @@ class MuxProcess:
     _lock = threading.Lock()
 
     @classmethod
-    def start(cls) -> str:
-        """Start the mux unless running; return its socket path."""
+    def start(cls, settings: Mapping[str, str] | None = None) -> str:
+        """Start the mux unless running; return its socket path. `settings`
+        are environment variables for the mux alone (see mux.py), used
+        only when it starts."""
         with cls._lock:
             if cls._proc is None or cls._proc.poll() is not None:
-                cls._spawn()
+                cls._spawn(settings or {})
             return os.environ[ENV_PATH]
 
     @classmethod
-    def _spawn(cls) -> None:
+    def _spawn(cls, settings: Mapping[str, str]) -> None:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = dict(os.environ)
+        env = dict(os.environ, **settings)
         env["PYTHONPATH"] = os.pathsep.join(
             [root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
         )
