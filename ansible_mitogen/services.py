@@ -45,7 +45,8 @@ SAME_MACHINE_METHODS = frozenset({"local", "fork", "sudo", "su", "doas"})
 #: The target of interpreters the mux starts on its own machine.
 CONTROLLER = "controller"
 
-#: Times a hop is started again when it disconnects before its first use.
+#: Attempts at a hop whose new context disconnects before the worker that
+#: asked for it could acquire it.
 START_ATTEMPTS = 3
 
 
@@ -256,7 +257,12 @@ class InterpreterTable:
 
 
 class ContextService(mitogen.service.Service):
-    """Create, share, count and evict the contexts Ansible tasks run in."""
+    """Create, share, count and evict the contexts Ansible tasks run in.
+
+    A worker's get() acquires every hop of its chain while building it (so
+    none can be shut down under it) and keeps the last one until put(); the
+    InterpreterTable's victims for the machines the chain touches are then
+    shut down."""
 
     def __init__(self, router: mitogen.parent.Router, limits: Limits | None = None) -> None:
         super().__init__(router)
