@@ -1,10 +1,12 @@
 """ContextService's interpreter limits: InterpreterTable's eviction policy on its own,
-the service keeping and shutting down real local contexts by it, and the settings that
-set the limits (ansible.cfg's [mitogen] section and MITOGEN_* variables)."""
+the service keeping and shutting down real local contexts by it, the settings that set
+the limits (ansible.cfg's [mitogen] section and MITOGEN_* variables), and the mux fitting
+the total cap to its open-file limit."""
 
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -259,3 +261,36 @@ def test_a_bad_setting_names_itself_and_where_it_came_from(tmp_path: Path) -> No
     assert str(tmp_path / "ansible.cfg") in done.stderr
     done = read_settings(tmp_path, "[mitogen]\nmax_interpreters_per_host = lots\n")
     assert "Config 'max_interpreters_per_host'" in done.stderr and "'lots'" in done.stderr
+
+
+FIT_OPEN_FILES = (
+    "import logging, resource, sys; sys.path.insert(0, {repo!r}); logging.basicConfig()\n"
+    "from ansible_mitogen.mux import fit_open_files\n"
+    "from ansible_mitogen.services import Limits\n"
+    "resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, {hard}))\n"
+    "limits = fit_open_files(Limits(), asked={asked})\n"
+    "print(limits.total, resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+)
+
+
+@pytest.mark.parametrize(
+    "soft, hard, asked, total, raised",
+    [
+        (1024, 20000, True, 4096, 4096 * 2 + 256),  # raised as far as the cap needs
+        (300, 300, True, 22, 300),  # the hard limit allows (300 - 256) / 2 interpreters
+        (300, 300, False, 22, 300),
+    ],
+)
+def test_the_mux_fits_the_total_cap_to_its_open_file_limit(
+    soft: int, hard: int, asked: bool, total: int, raised: int
+) -> None:
+    current_hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if current_hard != resource.RLIM_INFINITY and current_hard < hard:
+        pytest.skip(f"the hard open-file limit here is {current_hard}")
+    script = FIT_OPEN_FILES.format(repo=str(REPO), soft=soft, hard=hard, asked=asked)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.split() == [str(total), str(raised)], done.stderr
+    warned = "enough for 22 interpreters, not 4096" in done.stderr
+    assert warned == (asked and total < 4096), done.stderr
