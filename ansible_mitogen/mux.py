@@ -6,9 +6,20 @@ socket on stdout, and serves until its stdin reaches EOF, which happens
 when ansible-playbook exits for any reason (even SIGKILL). It then shuts
 every target context down, so nothing is left on the controller or the
 targets.
+
+The interpreter limits (services.Limits) arrive in the environment variables
+of services.LIMIT_VARIABLES, which the strategy sets from ansible.cfg or the
+user's environment (see strategy.py). The mux raises its own open-file
+limit as far as `Limits.total` connections need, and lowers `total` to what
+the hard limit allows.
 """
 
+from __future__ import annotations
+
+import dataclasses
+import logging
 import os
+import resource
 import signal
 import sys
 import threading
@@ -23,24 +34,67 @@ POOL_SIZE = 32
 
 #: Modules every target imports from us: prepared while the first
 #: connection starts.
-TARGET_MODULES = ('ansible_mitogen.target', 'ansible_mitogen.module_runner')
+TARGET_MODULES = ("ansible_mitogen.target", "ansible_mitogen.module_runner")
+
+#: Descriptors the mux holds per connection it starts (the child's socket
+#: and its stderr), and those kept for everything else (workers, files).
+FDS_PER_CONNECTION = 2
+SPARE_FDS = 256
+
+LOG = logging.getLogger("ansible_mitogen.mux")
+
+
+def fit_open_files(
+    limits: ansible_mitogen.services.Limits, asked: bool
+) -> ansible_mitogen.services.Limits:
+    """Raise the soft RLIMIT_NOFILE to what `limits.total` connections need
+    (at most the hard limit); return `limits` with `total` lowered to what
+    the limit allows, with a warning if the user `asked` for that total."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = limits.total * FDS_PER_CONNECTION + SPARE_FDS
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return limits
+    total = max(1, (soft - SPARE_FDS) // FDS_PER_CONNECTION)
+    LOG.log(
+        logging.WARNING if asked else logging.DEBUG,
+        "ansible_mitogen: the mux may open %d files (RLIMIT_NOFILE), enough for %d "
+        "interpreters, not %d",
+        soft,
+        total,
+        limits.total,
+    )
+    return dataclasses.replace(limits, total=total)
 
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        limits = ansible_mitogen.services.Limits.from_environment(os.environ)
+    except ValueError as e:
+        raise SystemExit("ansible_mitogen mux: %s" % (e,))
+    total_variable = ansible_mitogen.services.LIMIT_VARIABLES["total"]
+    limits = fit_open_files(limits, asked=bool(os.environ.get(total_variable)))
     broker = mitogen.master.Broker()
     router = mitogen.master.Router(broker)
     router.unidirectional = True
-    pool = mitogen.service.Pool(router, size=POOL_SIZE, services=[
-        ansible_mitogen.services.ContextService(router),
-        mitogen.service.FileService(router),
-        mitogen.service.PushFileService(router),
-    ])
+    pool = mitogen.service.Pool(
+        router,
+        size=POOL_SIZE,
+        services=[
+            ansible_mitogen.services.ContextService(router, limits),
+            mitogen.service.FileService(router),
+            mitogen.service.PushFileService(router),
+        ],
+    )
     listener = mitogen.unix.listen(router, grant_authority=True)
-    threading.Thread(target=router.responder.prepare, args=(TARGET_MODULES,),
-                     name='prepare-modules', daemon=True).start()
+    threading.Thread(
+        target=router.responder.prepare, args=(TARGET_MODULES,), name="prepare-modules", daemon=True
+    ).start()
     try:
-        os.write(1, (listener.path + '\n').encode())
+        os.write(1, (listener.path + "\n").encode())
         while os.read(0, 4096):
             pass
     finally:
@@ -50,5 +104,5 @@ def main() -> None:
         broker.join()
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     sys.exit(main())

@@ -17,13 +17,14 @@ import select
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 
 import mitogen.core
 import mitogen.parent
 import mitogen.unix
 
 #: Environment variable holding the mux socket path.
-ENV_PATH = 'MITOGEN_ANSIBLE_MUX'
+ENV_PATH = "MITOGEN_ANSIBLE_MUX"
 
 #: Seconds allowed for the mux to start, and to exit at the end.
 START_TIMEOUT = 30.0
@@ -41,29 +42,35 @@ class MuxProcess:
     _lock = threading.Lock()
 
     @classmethod
-    def start(cls) -> str:
-        """Start the mux unless running; return its socket path."""
+    def start(cls, settings: Mapping[str, str] | None = None) -> str:
+        """Start the mux unless running; return its socket path. `settings`
+        are environment variables for the mux alone (see mux.py), used
+        only when it starts."""
         with cls._lock:
             if cls._proc is None or cls._proc.poll() is not None:
-                cls._spawn()
+                cls._spawn(settings or {})
             return os.environ[ENV_PATH]
 
     @classmethod
-    def _spawn(cls) -> None:
+    def _spawn(cls, settings: Mapping[str, str]) -> None:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = dict(os.environ)
-        env['PYTHONPATH'] = os.pathsep.join(
-            [root] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p])
+        env = dict(os.environ, **settings)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        )
         proc = subprocess.Popen(
-            [sys.executable, '-m', 'ansible_mitogen.mux'], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, env=env, close_fds=True)
+            [sys.executable, "-m", "ansible_mitogen.mux"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            close_fds=True,
+        )
         assert proc.stdout is not None
         line = _read_line(proc.stdout.fileno(), START_TIMEOUT)
         if not line:
             proc.kill()
             proc.wait()
-            raise MuxError('the Mitogen mux process failed to start (exit status %s)',
-                           proc.poll())
+            raise MuxError("the Mitogen mux process failed to start (exit status %s)", proc.poll())
         cls._proc = proc
         os.environ[ENV_PATH] = line
         atexit.register(cls.stop)
@@ -88,15 +95,15 @@ class MuxProcess:
 
 def _read_line(fd: int, timeout: float) -> str:
     """Read one line from `fd` within `timeout` seconds ('' on EOF)."""
-    data = b''
+    data = b""
     deadline = mitogen.core.now() + timeout
-    while not data.endswith(b'\n'):
+    while not data.endswith(b"\n"):
         remaining = deadline - mitogen.core.now()
         if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-            return ''
+            return ""
         chunk = os.read(fd, 4096)
         if not chunk:
-            return ''
+            return ""
         data += chunk
     return data.decode().strip()
 
@@ -106,20 +113,22 @@ _connection: dict[str, object] = {}
 
 def get_router() -> tuple[mitogen.parent.Router, mitogen.core.Context]:
     """This process's Router connected to the mux, and the mux's Context."""
-    if _connection.get('pid') != os.getpid():
+    if _connection.get("pid") != os.getpid():
         path = os.environ.get(ENV_PATH)
         if not path:
-            raise MuxError('the Mitogen mux is not running: use a mitogen_* strategy '
-                           '(or the ansible_mitogen strategy plugins) to start it')
+            raise MuxError(
+                "the Mitogen mux is not running: use a mitogen_* strategy "
+                "(or the ansible_mitogen strategy plugins) to start it"
+            )
         router, mux = mitogen.unix.connect(path)
         _connection.update(pid=os.getpid(), router=router, mux=mux)
-    return _connection['router'], _connection['mux']  # type: ignore[return-value]
+    return _connection["router"], _connection["mux"]  # type: ignore[return-value]
 
 
 def disconnect() -> None:
     """Drop this process's connection to the mux (if any)."""
-    if _connection.get('pid') == os.getpid():
-        router = _connection['router']
+    if _connection.get("pid") == os.getpid():
+        router = _connection["router"]
         _connection.clear()
         router.broker.shutdown()  # type: ignore[attr-defined]
         router.broker.join(10)  # type: ignore[attr-defined]

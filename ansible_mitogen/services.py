@@ -4,17 +4,24 @@ ContextService owns the connections to targets: a *stack* (a list of
 `{'method': ..., 'kwargs': ...}` hops, e.g. ssh then sudo) names a chain of
 contexts. The first request for a stack builds it hop by hop, reusing every
 prefix already up; concurrent requests for the same hop wait for one
-attempt. Contexts are reference-counted per worker request and the least
-recently used idle chains are shut down beyond `max_interpreters`.
+attempt. Every context stays up for the rest of the run unless its target
+machine has more than `Limits.per_host` interpreters, or the mux more than
+`Limits.total`: InterpreterTable then picks the least recently used idle
+ones of that machine to shut down. Contexts in use by a worker, and those
+they were started through, are never shut down.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
 import threading
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import ansible_mitogen.target
@@ -23,18 +30,29 @@ import mitogen.parent
 import mitogen.service
 from mitogen.service import AllowParents, arg_spec, expose
 
-LOG = logging.getLogger('ansible_mitogen.services')
+LOG = logging.getLogger("ansible_mitogen.services")
 
 #: Keyword arguments that appear in keys only as a salted digest.
-SECRET_KEYS = ('password',)
+SECRET_KEYS = ("password",)
 
 #: Per-process salt for those digests.
 _SALT = os.urandom(16)
 
+#: Connection methods whose interpreter runs on the machine of the context
+#: that starts it (become methods and local interpreters).
+SAME_MACHINE_METHODS = frozenset({"local", "fork", "sudo", "su", "doas"})
+
+#: The target of interpreters the mux starts on its own machine.
+CONTROLLER = "controller"
+
+#: Attempts at a hop whose new context disconnects before the worker that
+#: asked for it could acquire it.
+START_ATTEMPTS = 3
+
 
 def _key_value(name: str, value: Any) -> Any:
     if name in SECRET_KEYS and value is not None:
-        return hashlib.sha256(_SALT + str(value).encode('utf-8')).hexdigest()
+        return hashlib.sha256(_SALT + str(value).encode("utf-8")).hexdigest()
     return value
 
 
@@ -42,134 +60,340 @@ def stack_key(stack: list[dict[str, Any]]) -> str:
     """A stable identity for a stack. A different password is a different
     chain (a wrong password must fail, as it does with stock Ansible), but
     secrets only appear as salted digests."""
-    return json.dumps([
-        {'method': hop['method'],
-         'kwargs': {k: _key_value(k, v) for k, v in sorted(hop['kwargs'].items())}}
-        for hop in stack], sort_keys=True, default=str)
+    return json.dumps(
+        [
+            {
+                "method": hop["method"],
+                "kwargs": {k: _key_value(k, v) for k, v in sorted(hop["kwargs"].items())},
+            }
+            for hop in stack
+        ],
+        sort_keys=True,
+        default=str,
+    )
+
+
+def hop_target(hop: dict[str, Any], via_target: str | None) -> str:
+    """The machine `hop`'s interpreter runs on, as a label: that of the
+    context it is started through (`via_target`; None for the mux itself,
+    CONTROLLER) for become methods and local interpreters, else the method,
+    host and port it reaches, e.g. 'ssh:web1:22'. Users and become users
+    of one machine share its label."""
+    if hop["method"] in SAME_MACHINE_METHODS:
+        return via_target or CONTROLLER
+    kwargs = hop["kwargs"]
+    return "%s:%s:%s" % (hop["method"], kwargs.get("hostname"), kwargs.get("port"))
 
 
 def failure(error: mitogen.core.StreamError, method_name: str) -> dict[str, Any]:
     """Describe a failed hop for the worker: the message, a `reason` the
     worker maps to stock Ansible's wording, and the program's last output."""
     text = str(error)
-    reason = 'other'
+    reason = "other"
     if isinstance(error, mitogen.parent.PasswordError):
-        need = mitogen.parent.FAILURE_REASONS['need_password'] in text
-        reason = 'need_password' if need else 'bad_password'
+        need = mitogen.parent.FAILURE_REASONS["need_password"] in text
+        reason = "need_password" if need else "bad_password"
     elif isinstance(error, mitogen.parent.InterpreterNotFoundError):
-        reason = 'python'
+        reason = "python"
     elif isinstance(error, mitogen.core.TimeoutError):
-        reason = 'timeout'
+        reason = "timeout"
     output = text.partition(mitogen.parent.OUTPUT_MARKER)[2]
-    return {'context': None, 'msg': text, 'method_name': method_name,
-            'reason': reason, 'output': output.strip()}
+    return {
+        "context": None,
+        "msg": text,
+        "method_name": method_name,
+        "reason": reason,
+        "output": output.strip(),
+    }
+
+
+#: Limits field -> the environment variable the mux reads it from (the
+#: strategy sets them from ansible.cfg's [mitogen] section, see strategy.py).
+LIMIT_VARIABLES = {
+    "per_host": "MITOGEN_MAX_INTERPRETERS_PER_HOST",
+    "total": "MITOGEN_MAX_INTERPRETERS",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How many interpreters ContextService keeps up.
+
+    `per_host`: on one target machine (all its users and become users);
+    beyond it the machine's least recently used idle interpreter is shut
+    down. `total`: in the whole run, a safety cap for the mux's own file
+    descriptors and the controller's ssh processes, far above the fleets
+    Ansible runs against; beyond it the least recently used idle one of any
+    machine goes."""
+
+    per_host: int = 20
+    total: int = 4096
+
+    def __post_init__(self) -> None:
+        for name in LIMIT_VARIABLES:
+            if getattr(self, name) < 1:
+                raise ValueError(
+                    "%s must be at least 1, not %r" % (LIMIT_VARIABLES[name], getattr(self, name))
+                )
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> Limits:
+        """The limits LIMIT_VARIABLES set in `environ`, defaults for the
+        rest; ValueError names a variable that is not a positive number."""
+        values: dict[str, int] = {}
+        for name, variable in LIMIT_VARIABLES.items():
+            text = environ.get(variable)
+            if text:
+                try:
+                    values[name] = int(text)
+                except ValueError:
+                    raise ValueError("%s=%r is not a number" % (variable, text))
+        return cls(**values)
+
+
+@dataclass
+class _Entry:
+    target: str
+    parent: int | None
+    last_used: int
+    children: set[int] = field(default_factory=set)
+    users: int = 0
+
+
+class InterpreterTable:
+    """Which interpreters are up, on which machine, which are in use, and
+    which to shut down when a limit is exceeded.
+
+    An entry is a context ID with its target machine (see hop_target()) and
+    the context it was started through. A worker `acquire()`s the context it
+    runs in and `release()`s it after the task; a context with children is
+    never picked (they would die with it), so neither are the contexts an
+    in-use one was started through. `victims()` picks, least recently used
+    first, idle childless interpreters of the machine over `per_host`, then
+    of any machine while the table is over `total`, and removes them. Pure
+    bookkeeping: the owner serialises calls.
+    """
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self._entries: dict[int, _Entry] = {}
+        self._per_target: Counter[str] = Counter()
+        self._clock = itertools.count(1)
+
+    def __contains__(self, context_id: object) -> bool:
+        return context_id in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def count(self, target: str) -> int:
+        """Interpreters up on `target`."""
+        return self._per_target[target]
+
+    def add(self, context_id: int, target: str, parent: int | None = None) -> None:
+        """Record a new idle interpreter on `target`, started through `parent`."""
+        self._entries[context_id] = _Entry(target, parent, next(self._clock))
+        self._per_target[target] += 1
+        if parent in self._entries:
+            self._entries[parent].children.add(context_id)
+
+    def acquire(self, context_id: int) -> None:
+        """A worker starts using `context_id` (and so every context above it)."""
+        self._entries[context_id].users += 1
+        self._touch(context_id)
+
+    def release(self, context_id: int) -> None:
+        """A worker is done with `context_id` (ignored if it is gone)."""
+        entry = self._entries.get(context_id)
+        if entry is not None and entry.users:
+            entry.users -= 1
+            self._touch(context_id)
+
+    def _touch(self, context_id: int | None) -> None:
+        now = next(self._clock)
+        while context_id in self._entries:
+            entry = self._entries[context_id]
+            entry.last_used = now
+            context_id = entry.parent
+
+    def remove(self, context_id: int) -> list[int]:
+        """Forget `context_id` and every context started through it (they
+        are gone with it); returns the IDs forgotten."""
+        entry = self._entries.pop(context_id, None)
+        if entry is None:
+            return []
+        self._per_target[entry.target] -= 1
+        if entry.parent in self._entries:
+            self._entries[entry.parent].children.discard(context_id)
+        removed = [context_id]
+        for child in sorted(entry.children):
+            removed += self.remove(child)
+        return removed
+
+    def victims(self, target: str) -> list[int]:
+        """Remove and return the idle interpreters to shut down now that
+        `target` may be over its limit (oldest first)."""
+        chosen: list[int] = []
+        while self._per_target[target] > self.limits.per_host:
+            if not self._pick(chosen, target):
+                break
+        while len(self._entries) > self.limits.total:
+            if not self._pick(chosen, None):
+                break
+        return chosen
+
+    def _pick(self, chosen: list[int], target: str | None) -> bool:
+        idle = [
+            (entry.last_used, context_id)
+            for context_id, entry in self._entries.items()
+            if not entry.users and not entry.children and target in (None, entry.target)
+        ]
+        if not idle:
+            return False
+        context_id = min(idle)[1]
+        self.remove(context_id)
+        chosen.append(context_id)
+        return True
 
 
 class ContextService(mitogen.service.Service):
-    """Create, share, count and evict the contexts Ansible tasks run in."""
+    """Create, share, count and evict the contexts Ansible tasks run in.
 
-    #: Idle chains kept before the least recently used is shut down.
-    max_interpreters = 20
+    A worker's get() acquires every hop of its chain while building it (so
+    none can be shut down under it) and keeps the last one until put(); the
+    InterpreterTable's victims for the machines the chain touches are then
+    shut down."""
 
-    def __init__(self, router: mitogen.parent.Router) -> None:
+    def __init__(self, router: mitogen.parent.Router, limits: Limits | None = None) -> None:
         super().__init__(router)
+        self.limits = limits or Limits()
         self._lock = threading.Lock()
         self._by_key: dict[str, mitogen.parent.Context] = {}
         self._key_by_id: dict[int, str] = {}
         self._init_results: dict[int, dict[str, Any]] = {}
-        self._refs: dict[int, int] = {}
-        self._lru: list[int] = []
+        self._table = InterpreterTable(self.limits)
         self._starting = mitogen.service.Deduplicator()
-        self._children: dict[int, list[int]] = {}
+
+    def context_ids(self) -> set[int]:
+        """IDs of the contexts kept up now (in use or idle)."""
+        with self._lock:
+            return set(self._key_by_id)
+
+    def _drop(self, context_ids: list[int]) -> None:
+        """Forget the keys of contexts the table no longer has; lock held."""
+        for context_id in context_ids:
+            key = self._key_by_id.pop(context_id, None)
+            context = self._by_key.get(key) if key is not None else None
+            if context is not None and context.context_id == context_id:
+                del self._by_key[key]
+            self._init_results.pop(context_id, None)
 
     def _forget(self, context_id: int) -> None:
         with self._lock:
-            key = self._key_by_id.pop(context_id, None)
-            if key is not None:
-                self._by_key.pop(key, None)
-            self._init_results.pop(context_id, None)
-            self._refs.pop(context_id, None)
-            if context_id in self._lru:
-                self._lru.remove(context_id)
-            children = self._children.pop(context_id, [])
-        for child_id in children:
-            self._forget(child_id)
+            self._drop([context_id] + self._table.remove(context_id))
 
-    def _connect_hop(self, key: str, hop: dict[str, Any],
-                     via: mitogen.parent.Context | None) -> mitogen.parent.Context:
-        """Return the context for `key`, starting it once even when many
-        workers ask at the same time."""
-        with self._lock:
-            context = self._by_key.get(key)
-        if context is not None:
-            return context
-        return self._starting.run(key, lambda: self._start_hop(key, hop, via))
+    def _acquire_hop(
+        self, key: str, hop: dict[str, Any], target: str, via: mitogen.parent.Context | None
+    ) -> mitogen.parent.Context:
+        """Return the context for `key`, acquired for the caller; it is
+        started once even when many workers ask at the same time."""
+        for _ in range(START_ATTEMPTS):
+            with self._lock:
+                context = self._by_key.get(key)
+                if context is not None:
+                    self._table.acquire(context.context_id)
+                    return context
+            self._starting.run(key, lambda: self._start_hop(key, hop, target, via))
+        raise mitogen.core.StreamError(
+            "%s to %s disconnected as soon as it started" % (hop["method"], target)
+        )
 
-    def _start_hop(self, key: str, hop: dict[str, Any],
-                   via: mitogen.parent.Context | None) -> mitogen.parent.Context:
+    def _start_hop(
+        self, key: str, hop: dict[str, Any], target: str, via: mitogen.parent.Context | None
+    ) -> None:
         with self._lock:
-            context = self._by_key.get(key)
-        if context is not None:
-            return context
-        kwargs = dict(hop['kwargs'])
+            if key in self._by_key:
+                return
+        kwargs = dict(hop["kwargs"])
         if via is not None:
-            kwargs['via'] = via
-        context = self.router.connect(hop['method'], **kwargs)
+            kwargs["via"] = via
+        context = self.router.connect(hop["method"], **kwargs)
         init = context.call(ansible_mitogen.target.init_child)
-        mitogen.core.listen(context, 'disconnect',
-                            lambda: self._forget(context.context_id))
         with self._lock:
             self._by_key[key] = context
             self._key_by_id[context.context_id] = key
             self._init_results[context.context_id] = init
-            if via is not None:
-                self._children.setdefault(via.context_id, []).append(context.context_id)
-        return context
+            self._table.add(context.context_id, target, via.context_id if via is not None else None)
+            # A disconnect from now on waits for the lock; one before has removed the route.
+            mitogen.core.listen(context, "disconnect", lambda: self._forget(context.context_id))
+            if self.router.stream_by_id(context.context_id) is None:
+                self._drop([context.context_id] + self._table.remove(context.context_id))
 
-    def _evict(self) -> None:
+    def _release(self, contexts: list[mitogen.parent.Context]) -> None:
+        """Release `contexts`; lock held."""
+        for context in contexts:
+            self._table.release(context.context_id)
+
+    def _evict(self, targets: set[str]) -> None:
+        """Shut down what the table picks now that `targets` grew; lock held
+        while picking, so no worker gets a context being shut down."""
         with self._lock:
-            idle = [cid for cid in self._lru if not self._refs.get(cid)]
-            excess = len(self._lru) - self.max_interpreters
-            victims = idle[:max(0, excess)]
+            victims = [v for target in sorted(targets) for v in self._table.victims(target)]
+            self._drop(victims)
         for context_id in victims:
-            context = self.router.context_by_id(context_id)
-            LOG.debug('%r: evicting idle %r', self, context)
-            self._forget(context_id)
-            context.shutdown()
+            LOG.debug(
+                "%r: shutting down idle context %d (interpreter limits %r)",
+                self,
+                context_id,
+                self.limits,
+            )
+            self.router.context_by_id(context_id).shutdown()
 
     @expose(AllowParents())
-    @arg_spec({'stack': list})
+    @arg_spec({"stack": list})
     def get(self, stack: list[dict[str, Any]]) -> dict[str, Any]:
         """Return `{'context', 'init_child_result', 'msg': None}` for the
-        chain `stack`, or `{'msg': error, 'method_name': hop method}`."""
-        via = None
+        chain `stack`, or `{'msg': error, 'method_name': hop method}`. The
+        caller must put() the context back."""
+        path: list[mitogen.parent.Context] = []
+        targets: set[str] = set()
+        target = None
         for depth in range(1, len(stack) + 1):
             hop = stack[depth - 1]
+            target = hop_target(hop, target)
+            targets.add(target)
             try:
-                via = self._connect_hop(stack_key(stack[:depth]), hop, via)
+                path.append(
+                    self._acquire_hop(
+                        stack_key(stack[:depth]), hop, target, path[-1] if path else None
+                    )
+                )
             except mitogen.core.StreamError as e:
-                return failure(e, hop['method'])
-        assert via is not None
+                with self._lock:
+                    self._release(path)
+                return failure(e, hop["method"])
+        context = path[-1]
         with self._lock:
-            self._refs[via.context_id] = self._refs.get(via.context_id, 0) + 1
-            if via.context_id in self._lru:
-                self._lru.remove(via.context_id)
-            self._lru.append(via.context_id)
-            init = self._init_results[via.context_id]
-        self._evict()
-        return {'context': via, 'init_child_result': init, 'msg': None,
-                'method_name': None}
+            self._release(path[:-1])
+            init = self._init_results.get(context.context_id)
+        self._evict(targets)
+        if init is None:
+            self.put(context)
+            return failure(
+                mitogen.core.StreamError("the connection to %s closed as it started" % (target,)),
+                stack[-1]["method"],
+            )
+        return {"context": context, "init_child_result": init, "msg": None, "method_name": None}
 
     @expose(AllowParents())
-    @arg_spec({'context': mitogen.core.Context})
+    @arg_spec({"context": mitogen.core.Context})
     def put(self, context: mitogen.core.Context) -> None:
         """A worker is done with `context` (from get())."""
         with self._lock:
-            if self._refs.get(context.context_id):
-                self._refs[context.context_id] -= 1
+            self._table.release(context.context_id)
 
     @expose(AllowParents())
-    @arg_spec({'stack': list})
+    @arg_spec({"stack": list})
     def reset(self, stack: list[dict[str, Any]]) -> bool:
         """Shut down the chain for `stack` from its first hop, so the next
         get() starts afresh (meta: reset_connection). Returns True if
@@ -185,7 +409,6 @@ class ContextService(mitogen.service.Service):
 
     def on_shutdown(self) -> None:
         with self._lock:
-            roots = [self._by_key[k] for k in list(self._by_key)
-                     if len(json.loads(k)) == 1]
+            roots = [self._by_key[k] for k in list(self._by_key) if len(json.loads(k)) == 1]
         for context in roots:
             context.shutdown()

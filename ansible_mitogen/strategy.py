@@ -5,6 +5,10 @@ ansible-core makes a new strategy instance per play and per `serial` batch and c
 version, installs the loader hooks once per process (they are removed at interpreter exit)
 and turns them on for the duration of the builtin strategy's own `run()`. Plays that use a
 builtin strategy in the same run see ansible-core's loaders untouched.
+
+`mux_settings()` reads the mux's settings (ansible.cfg's `[mitogen]` section, or their
+MITOGEN_* environment variables) the way ansible-core reads its own, and they reach the
+mux in its environment when the first play starts it.
 """
 
 from __future__ import annotations
@@ -14,18 +18,39 @@ import os.path
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from ansible import constants as C
+from ansible.errors import AnsibleOptionsError
 from ansible.plugins.loader import connection_loader
 from ansible.utils.display import Display
 
 import ansible_mitogen
 import ansible_mitogen.connection
 import ansible_mitogen.process
+import ansible_mitogen.services
 from ansible_mitogen import compat, loaders
 from ansible_mitogen.mixins import ActionModuleMixin
 
 #: Where mitogen_ssh and mitogen_local live.
-CONNECTION_PLUGINS = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                  'plugins', 'connection')
+CONNECTION_PLUGINS = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "plugins", "connection"
+)
+
+#: ansible.cfg `[mitogen]` key -> (services.Limits field, description).
+MUX_SETTINGS = {
+    "max_interpreters_per_host": (
+        "per_host",
+        "Interpreters kept on one target machine (all its users and become users); beyond "
+        "it the machine's least recently used idle interpreter is shut down.",
+    ),
+    "max_interpreters": (
+        "total",
+        "Interpreters kept in all, a safety cap for the mux's own resources.",
+    ),
+}
+
+#: Where the definitions of MUX_SETTINGS are registered with ansible-core's config manager
+#: (strategy plugins have no options of their own, so nothing else reads them there).
+SETTINGS_PLUGIN = ("strategy", "mitogen")
 
 display = Display()
 _exit_hook_registered = False
@@ -42,7 +67,8 @@ class StrategyMixin:
     """
 
     connection_redirects: ClassVar[Mapping[str, str]] = loaders.redirect_map(
-        'mitogen_ssh', 'mitogen_local')
+        "mitogen_ssh", "mitogen_local"
+    )
     action_mixin: ClassVar[type | None] = ActionModuleMixin
 
     def run(self, iterator: Any, play_context: Any, *args: Any, **kwargs: Any) -> Any:
@@ -52,7 +78,7 @@ class StrategyMixin:
             # Loaded here once, so forked workers inherit the module and its
             # parsed DOCUMENTATION instead of redoing both for every task.
             connection_loader.get(name, class_only=True)
-        ansible_mitogen.process.MuxProcess.start()
+        ansible_mitogen.process.MuxProcess.start(mux_settings())
         install_hooks(self.connection_redirects, self.action_mixin)
         try:
             return super().run(iterator, play_context, *args, **kwargs)  # type: ignore[misc]
@@ -72,3 +98,38 @@ def install_hooks(connection_redirects: Mapping[str, str], action_mixin: type | 
             f"ansible_mitogen from {os.path.dirname(ansible_mitogen.__file__)}: loader hooks "
             f"installed on ansible-core {compat.ANSIBLE_VERSION}"
         )
+
+
+def mux_settings() -> dict[str, str]:
+    """The mux's environment variables for the MUX_SETTINGS the user set (in ansible.cfg or
+    the environment; the mux has the same defaults)."""
+    plugin_type, plugin_name = SETTINGS_PLUGIN
+    defaults = ansible_mitogen.services.Limits()
+    if not C.config.has_configuration_definition(plugin_type, plugin_name):
+        C.config.initialize_plugin_configuration_definitions(
+            plugin_type,
+            plugin_name,
+            {
+                key: {
+                    "description": [description],
+                    "type": "integer",
+                    "default": getattr(defaults, field),
+                    "ini": [{"section": "mitogen", "key": key}],
+                    "env": [{"name": ansible_mitogen.services.LIMIT_VARIABLES[field]}],
+                }
+                for key, (field, description) in MUX_SETTINGS.items()
+            },
+        )
+    settings: dict[str, str] = {}
+    for key, (field, _) in MUX_SETTINGS.items():
+        value, origin = C.config.get_config_value_and_origin(
+            key, plugin_type=plugin_type, plugin_name=plugin_name
+        )
+        if origin == "default":
+            continue
+        if int(value) < 1:
+            raise AnsibleOptionsError(
+                f"Mitogen setting [mitogen] {key} must be at least 1, not {value} (from {origin})"
+            )
+        settings[ansible_mitogen.services.LIMIT_VARIABLES[field]] = str(int(value))
+    return settings
