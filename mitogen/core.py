@@ -1562,7 +1562,18 @@ class Importer:
         parent = sys.modules.get(fullname.rpartition('.')[0])
         if parent is not None and getattr(parent, '__loader__', None) is self:
             return True
-        return importlib.machinery.PathFinder.find_spec(fullname, path) is None
+        return not self._found_locally(fullname, path)
+
+    def _found_locally(self, fullname, path):
+        """Does another finder have `fullname`: the path finder, or one a
+        package installed (six's for `six.moves`)?"""
+        for finder in sys.meta_path:
+            if finder is self or isinstance(finder, Importer):
+                continue
+            find = getattr(finder, 'find_spec', None)
+            if find is not None and find(fullname, path) is not None:
+                return True
+        return False
 
     def find_spec(self, fullname, path, target=None):
         if not self._is_remote(fullname, path):

@@ -1,6 +1,7 @@
 """Functions the tests call inside child contexts."""
 
 import importlib
+import importlib.util
 import logging
 import os
 import struct
@@ -150,3 +151,30 @@ def echo_channel(announce, router):
         reply.send(value * 2)
     reply.close()
     return total
+
+
+class VirtualModules:
+    """A meta path finder providing in-memory modules, the way six provides
+    `six.moves`: `VirtualModules({'name': {'attr': value}})`."""
+
+    def __init__(self, modules):
+        self.modules = modules
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname not in self.modules:
+            return None
+        return importlib.util.spec_from_loader(fullname, self)
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        module.__dict__.update(self.modules[module.__name__])
+
+
+def import_virtual(modname, attr):
+    """Install a VirtualModules finder for `modname` (after the others, as six
+    does), import it and return `attr` of it and where the module came from."""
+    sys.meta_path.append(VirtualModules({modname: {attr: 'local'}}))
+    module = importlib.import_module(modname)
+    return getattr(module, attr, None), type(module.__spec__.loader).__name__

@@ -101,3 +101,22 @@ def test_import_scan_finds_every_form():
         'os.path', 'a.b', 'pkg.sub', 'pkg.sub.sibling', 'pkg.parent_mod',
         'pkg.parent_mod.x', 'pkg.parent_mod.y', 'pkg.sub.deep.er', 'z', 'z.w',
         'inside_function', 'lazy', 'lazy.thing'])
+
+
+def test_modules_another_finder_provides_are_not_fetched(router):
+    # six.moves: the master has a package-like module object that no file backs;
+    # the child's own six finder provides it, so it must not be fetched.
+    import sys
+    import types
+
+    standin = types.ModuleType('mitogen_test_virtual')
+    standin.__path__ = []
+    sys.modules['mitogen_test_virtual'] = standin
+    try:
+        context = router.local()
+        before = router.responder.get_module_count
+        value, loader = context.call(remote_helpers.import_virtual, 'mitogen_test_virtual', 'x')
+        assert (value, loader) == ('local', 'VirtualModules')
+        assert router.responder.get_module_count == before
+    finally:
+        del sys.modules['mitogen_test_virtual']
