@@ -50,11 +50,14 @@ OUTPUT_MARKER = 'its last output was:\n'
 #: Lines of a child's early output kept for error messages.
 DIAG_LINES = 30
 
-STAGE0 = '''import os,sys,zlib
+# Stage 0 waits with select() when a read would block: sudo's I/O logging
+# (log_output) hands the child a non-blocking pipe as stdin.
+STAGE0 = '''import os,sys,zlib,select
 def R(n):
  b=b""
  while len(b)<n:
-  c=os.read(0,n-len(b))
+  try:c=os.read(0,n-len(b))
+  except BlockingIOError:select.select([0],[],[]);continue
   if not c:raise SystemExit("mitogen: EOF during bootstrap")
   b+=c
  return b
