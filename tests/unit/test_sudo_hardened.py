@@ -15,6 +15,7 @@ import os
 
 import pytest
 
+import mitogen.core
 import mitogen.sudo
 from tests import conformance
 from tests.testbed.accounts import CUSTOM_PASSPROMPT, HARDENED_SUDO
