@@ -50,11 +50,14 @@ OUTPUT_MARKER = 'its last output was:\n'
 #: Lines of a child's early output kept for error messages.
 DIAG_LINES = 30
 
-STAGE0 = '''import os,sys,zlib
+# Stage 0 waits with select() when a read would block: sudo's I/O logging
+# (log_output) hands the child a non-blocking pipe as stdin.
+STAGE0 = '''import os,sys,zlib,select
 def R(n):
  b=b""
  while len(b)<n:
-  c=os.read(0,n-len(b))
+  try:c=os.read(0,n-len(b))
+  except BlockingIOError:select.select([0],[],[]);continue
   if not c:raise SystemExit("mitogen: EOF during bootstrap")
   b+=c
  return b
@@ -318,17 +321,28 @@ def create_child(args, merge_stdio=False, stderr_pipe=True, env=None):
     return PopenProcess(proc, stdin=fd, stdout=fd, stderr=stderr_r)
 
 
-def openpty():
-    """Return a close-on-exec `(master_fd, slave_fd)` pty pair whose slave
-    does not echo, so nothing typed into it (a password) comes back out of
-    the master."""
+def openpty(echo=False):
+    """Return a close-on-exec `(master_fd, slave_fd)` pty pair.
+
+    Its slave does not echo unless `echo` is true, so nothing typed into
+    it (a password) comes back out of the master. A pty that echoes lets
+    terminal_echoes() see a program switch echo off to read a password.
+    """
     master_fd, slave_fd = os.openpty()
     for fd in master_fd, slave_fd:
         mitogen.core.set_cloexec(fd)
-    attrs = termios.tcgetattr(slave_fd)
-    attrs[3] &= ~(termios.ECHO | termios.ECHONL)
-    termios.tcsetattr(slave_fd, termios.TCSANOW, attrs)
+    if not echo:
+        attrs = termios.tcgetattr(slave_fd)
+        attrs[3] &= ~(termios.ECHO | termios.ECHONL)
+        termios.tcsetattr(slave_fd, termios.TCSANOW, attrs)
     return master_fd, slave_fd
+
+
+def terminal_echoes(fd):
+    """True if the terminal of pty master `fd` echoes what is typed into
+    it. Programs that read a password (sudo, ssh, su) switch echo off
+    before they print the prompt and until the answer is read."""
+    return bool(termios.tcgetattr(fd)[3] & termios.ECHO)
 
 
 def _acquire_controlling_tty():
@@ -365,11 +379,12 @@ def tty_create_child(args, env=None):
     return PopenProcess(proc, stdin=master_fd, stdout=master_fd)
 
 
-def hybrid_tty_create_child(args, env=None):
+def hybrid_tty_create_child(args, env=None, echo=False):
     """Start `args` with stdin and stdout on a socketpair (the data path, as
     create_child() does) but stderr and the controlling terminal on a new
-    pty, so sudo, doas and ssh can ask for a password on /dev/tty while
-    the bootstrap and messages flow over the socket.
+    pty (echoing if `echo`, see openpty()), so sudo, doas and ssh can ask
+    for a password on /dev/tty, and sudo's `requiretty` policy finds a
+    terminal, while the bootstrap and messages flow over the socket.
 
     :returns: PopenProcess whose stdin/stdout are the parent's socket and
         whose stderr is the pty master (read for prompts, written to answer
@@ -377,7 +392,7 @@ def hybrid_tty_create_child(args, env=None):
     """
     parent_sock, child_sock = create_socketpair(SOCKET_BUFFER_SIZE)
     try:
-        master_fd, slave_fd = openpty()
+        master_fd, slave_fd = openpty(echo)
     except OSError:
         parent_sock.close()
         child_sock.close()
@@ -477,6 +492,7 @@ class LogProtocol(mitogen.core.DelimitedProtocol):
         text = mitogen.core.to_text(line).rstrip('\r')
         self._conn.diag_lines.append(text)
         del self._conn.diag_lines[:-DIAG_LINES]
+        self._conn.diag_partial = ''
         LOG.debug('%s: %s', self._conn.name, text)
 
     def on_partial_line_received(self, line):
@@ -578,6 +594,9 @@ class Connection:
     exception = None
     timer = None
     _drain_timer = None
+    #: The child's last unterminated line of diagnostic output (a prompt
+    #: nobody answered, say), shown in error messages.
+    diag_partial = ''
     #: True once the attempt has succeeded or failed.
     _settled = False
 
@@ -669,9 +688,12 @@ class Connection:
         """Called with an unterminated line of child output: prompts."""
 
     def _diag_text(self):
-        if not self.diag_lines:
+        lines = self.diag_lines[-10:]
+        if self.diag_partial.strip():
+            lines.append(self.diag_partial)
+        if not lines:
             return 'the child printed nothing'
-        return OUTPUT_MARKER + '\n'.join(self.diag_lines[-10:])
+        return OUTPUT_MARKER + '\n'.join(lines)
 
     def _on_timeout(self):
         self._fail(mitogen.core.TimeoutError(
@@ -917,6 +939,10 @@ class PromptingConnection(Connection):
     /dev/tty: with a password the child gets a pty as its controlling
     terminal, see hybrid_tty_create_child()) or 'stdin' (from the socket:
     the preamble then waits for stage 0, see DeferredBootstrapProtocol).
+
+    With `tty_echo`, that pty starts out echoing, and an unterminated line
+    printed while the child has switched echo off is a password prompt
+    too, whatever its wording (unless `builtin_prompts` is false).
     """
 
     options_class = PromptingOptions
@@ -925,6 +951,7 @@ class PromptingConnection(Connection):
     sends_preamble = False
     child_is_immediate_subprocess = False
     password_sink = 'tty'
+    tty_echo = False
     failures = BECOME_FAILURES
     prompt_failures = ()
     error_classes = {
@@ -955,11 +982,12 @@ class PromptingConnection(Connection):
 
     def start_child(self):
         args = self.get_boot_command()
-        LOG.debug('%r: starting %s%s', self, args[0],
-                  ' on a pty' if self.uses_tty() else '')
-        create = hybrid_tty_create_child if self.uses_tty() else create_child
+        tty = self.uses_tty()
+        LOG.debug('%r: starting %s%s', self, args[0], ' on a pty' if tty else '')
         try:
-            return create(args)
+            if tty:
+                return hybrid_tty_create_child(args, echo=self.tty_echo)
+            return create_child(args)
         except OSError as e:
             raise StreamError('could not start %s for %s: %s',
                               args[0], self.describe(), e)
@@ -979,29 +1007,37 @@ class PromptingConnection(Connection):
         """Explain a failure of `kind` for an error message."""
         return self.reasons[kind] % {'python': self.get_python_argv()[0]}
 
-    def fail_with(self, kind, prompt=None):
-        """Abort the attempt with the exception for failure `kind`; an
-        unterminated `prompt` that caused it is shown with the output."""
-        if prompt is not None:
-            self.diag_lines.append(prompt)
+    def fail_with(self, kind):
+        """Abort the attempt with the exception for failure `kind`; the
+        output so far (with an unterminated prompt) is shown."""
         self._fail(self.error_class(kind)(
             'Failed to set up %s: %s; %s', self.describe(), self.reason(kind),
             self._diag_text()))
 
+    def is_prompt(self, text):
+        """True if the unterminated line `text` asks for the password."""
+        opts = self.options
+        if is_password_prompt(text, opts.password_prompt, opts.builtin_prompts):
+            return True
+        if not (self.tty_echo and opts.builtin_prompts and self.uses_tty()):
+            return False
+        tty = self.diag_stream.receive_side
+        return not tty.closed and not terminal_echoes(tty.fd)
+
     def on_partial_diag(self, text):
+        self.diag_partial = text
         if self._settled or self._on_prompt_line:
             return
         for kind, regex in self._prompt_failures:
             if regex.search(text):
-                return self.fail_with(kind, text)
-        if not is_password_prompt(text, self.options.password_prompt,
-                                  self.options.builtin_prompts):
+                return self.fail_with(kind)
+        if not self.is_prompt(text):
             return
         self._on_prompt_line = True
         if self.options.password is None:
-            return self.fail_with('need_password', text)
+            return self.fail_with('need_password')
         if self._prompts_answered:
-            return self.fail_with('bad_password', text)
+            return self.fail_with('bad_password')
         self._prompts_answered += 1
         LOG.debug('%r: answering password prompt', self)
         self.write_password((self.options.password + '\n').encode('utf-8'))
@@ -1009,6 +1045,7 @@ class PromptingConnection(Connection):
     def on_diag_line(self, text):
         """Called with each complete line of diagnostic output."""
         self._on_prompt_line = False
+        self.diag_partial = ''
         if self._settled or text.lstrip().lower().startswith('debug'):
             return
         for kind, regex in self._line_failures:

@@ -166,10 +166,10 @@ class Connection(mitogen.parent.PromptingConnection):
             'check_host_keys': self.options.check_host_keys,
         }
 
-    def fail_with(self, kind, prompt=None):
+    def fail_with(self, kind):
         if kind == 'auth' and self._prompts_answered:
             kind = 'bad_password'
-        super().fail_with(kind, prompt)
+        super().fail_with(kind)
 
     def host_key_args(self):
         opts = self.options

@@ -1,9 +1,14 @@
 """Connection method `sudo`: a context running as another user through
 sudo(8), on this machine or (with `via=`) on any context's machine.
 
-Without a password sudo runs with `-n`, so it fails at once rather than
-wait for one. With a password it gets a pty as its controlling terminal,
-where sudo asks for it; the bootstrap still flows over a socketpair.
+sudo always gets a pty as its controlling terminal, where it asks for a
+password and which `Defaults requiretty` insists on; the bootstrap and
+messages still flow over a socketpair (or the pipes sudo puts in between
+for `log_output`), so the link stays binary-clean. The pty starts out
+echoing: sudo switches echo off before it prints its prompt, which makes
+any prompt recognisable, such as a sudoers `passprompt` without the word
+"password". Without a password sudo runs with `-n`, so it fails at once
+rather than wait for one.
 """
 
 import argparse
@@ -90,6 +95,13 @@ class Connection(mitogen.parent.BecomeConnection):
     options_class = Options
     name_prefix = 'sudo'
     password_error = PasswordError
+    tty_echo = True
+
+    def uses_tty(self):
+        """Always: `Defaults requiretty` refuses sudo without a terminal,
+        and a pty costs a few milliseconds per start, less than noticing
+        the refusal and starting sudo again."""
+        return True
 
     def sudo_flags(self):
         opts = self.options

@@ -10,7 +10,11 @@ strategies (by default at the same time, each in its own directories) and compar
 Playbook variables set by the harness: `workdir` (per host, owned by the host's account,
 empty at the start), `workdir_base` (its parent), `fetch_dir` (a controller directory).
 Inventory: group `testbed` with hosts `plain`, `sudo_nopw`, `sudo_pw` (become password
-set), group `unreachable` with host `dead` (a closed port).
+set), group `hardened` with one host per hardened sudo account (named by role, e.g.
+`sudo_tty`; become password set: the target's for `sudo_targetpw`, which becomes
+mitogen__su_target) and `sudo_askpass` (sudo_pw's account, no become password: runs pass
+`become_password`, typed at `--ask-become-pass`), group `unreachable` with host `dead`
+(a closed port).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import os
 import pwd
 import re
+import select
 import shutil
 import signal
 import stat
@@ -35,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.testbed import Testbed
+from tests.testbed.accounts import HARDENED_SUDO
 from tests.testbed.sshd import free_port
 
 HERE = Path(__file__).resolve().parent
@@ -45,6 +51,10 @@ STRATEGY_DIRS = (REPO / "ansible_mitogen" / "plugins" / "strategy", PLUGINS / "s
 
 #: Hosts of the `testbed` group: inventory name -> testbed account role.
 HOST_ROLES = {"plain": "plain", "sudo_nopw": "sudo_nopw", "sudo_pw": "sudo_pw"}
+#: Hosts of the `hardened` group: inventory name -> testbed account role.
+HARDENED_HOST_ROLES = {**{role: role for role in HARDENED_SUDO}, "sudo_askpass": "sudo_pw"}
+#: What ansible-playbook asks on its terminal for `--ask-become-pass`.
+BECOME_PASS_PROMPT = re.compile(rb"BECOME password: $")
 #: Python every test host runs modules with.
 TARGET_PYTHON = "3.12"
 #: Files larger than this are compared by digest instead of content.
@@ -193,7 +203,7 @@ class Harness:
         self.config_path.write_text(self._config())
 
     def account(self, host: str) -> Any:
-        return self.testbed.accounts[HOST_ROLES[host]]
+        return self.testbed.accounts[{**HOST_ROLES, **HARDENED_HOST_ROLES}[host]]
 
     def _python(self) -> str:
         for python in self.testbed.pythons:
@@ -218,11 +228,24 @@ class Harness:
             hosts[host] = {"ansible_user": self.account(host).name}
         hosts["sudo_pw"]["ansible_become_password"] = self.account("sudo_pw").password
         hosts["sudo_pw"]["sudo_pw_password"] = self.account("sudo_pw").password
+        hardened: dict[str, dict[str, Any]] = {}
+        for host in HARDENED_HOST_ROLES:
+            hardened[host] = {"ansible_user": self.account(host).name}
+            if host in HARDENED_SUDO:
+                target = "su_target" if host == "sudo_targetpw" else host
+                hardened[host]["ansible_become_password"] = self.testbed.accounts[target].password
         return {
             "all": {
                 "children": {
                     "testbed": {
                         "hosts": hosts,
+                        "vars": {
+                            **common,
+                            "workdir": "{{ workdir_base }}/{{ inventory_hostname }}",
+                        },
+                    },
+                    "hardened": {
+                        "hosts": hardened,
                         "vars": {
                             **common,
                             "workdir": "{{ workdir_base }}/{{ inventory_hostname }}",
@@ -268,6 +291,7 @@ class Harness:
         env: Mapping[str, str] | None = None,
         recording: bool = False,
         command: Sequence[str] = (),
+        become_password: str | None = None,
         timeout: float = 240.0,
     ) -> PlaybookRun:
         """Run one playbook (a name under playbooks/ or a path) to completion.
@@ -275,7 +299,8 @@ class Harness:
         `recording=True` makes the recording test plugins usable (repository on
         PYTHONPATH, plugins/connection on the connection plugin path) and sends their log
         to `PlaybookRun.recorded`. `command` replaces `ansible-playbook` (the arguments
-        follow it).
+        follow it). `become_password` runs it with `--ask-become-pass` on a terminal,
+        where it is typed at the prompt.
         """
         return self.start(
             playbook,
@@ -285,6 +310,7 @@ class Harness:
             env=env,
             recording=recording,
             command=command,
+            become_password=become_password,
         ).wait(timeout)
 
     def start(
@@ -297,6 +323,7 @@ class Harness:
         env: Mapping[str, str] | None = None,
         recording: bool = False,
         command: Sequence[str] = (),
+        become_password: str | None = None,
     ) -> RunningPlaybook:
         """Start one playbook run; `.wait()` on the result finishes it."""
         path = Path(playbook) if os.sep in str(playbook) else PLAYBOOKS / playbook
@@ -315,6 +342,7 @@ class Harness:
             env=dict(env or {}),
             recording=recording,
             command=list(command) or [str(self.ansible_playbook)],
+            become_password=become_password,
         )
 
     def compare(
@@ -359,6 +387,7 @@ class RunningPlaybook:
         env: dict[str, str],
         recording: bool,
         command: list[str],
+        become_password: str | None = None,
     ) -> None:
         self.harness = harness
         self.playbook = playbook
@@ -372,7 +401,7 @@ class RunningPlaybook:
         self.control_dir = Path(tempfile.mkdtemp(prefix="am-cp-"))
         self.workdir_base = Path(tempfile.mkdtemp(prefix="mitogen-ansible-"))
         os.chmod(self.workdir_base, 0o755)
-        for host in HOST_ROLES:
+        for host in [*HOST_ROLES, *HARDENED_HOST_ROLES]:
             account = harness.account(host)
             workdir = self.workdir_base / host
             workdir.mkdir(mode=0o755)
@@ -396,17 +425,57 @@ class RunningPlaybook:
             *args,
             str(playbook),
         ]
+        #: pty master of the run's terminal, if it has one (kept open until it ends).
+        self.terminal: int | None = None
+        stdin = subprocess.DEVNULL
+        if become_password is not None:
+            # setsid(1) makes the pty on stdin the controlling terminal getpass() reads.
+            argv = ["setsid", "--ctty", "--wait", *argv[:-1], "--ask-become-pass", argv[-1]]
+            self.terminal, stdin = os.openpty()
         self.began = time.monotonic()
         with open(directory / "stdout", "wb") as out, open(directory / "stderr", "wb") as err:
-            self.proc = subprocess.Popen(
-                argv,
-                cwd=directory,
-                env=self._environment(env, recording),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-            )
+            try:
+                self.proc = subprocess.Popen(
+                    argv,
+                    cwd=directory,
+                    env=self._environment(env, recording),
+                    stdin=stdin,
+                    stdout=out,
+                    stderr=err,
+                    start_new_session=self.terminal is None,
+                )
+            except BaseException:
+                if self.terminal is not None:
+                    os.close(self.terminal)
+                raise
+            finally:
+                if self.terminal is not None:
+                    os.close(stdin)
+        if become_password is not None:
+            self._type_become_password(become_password)
+
+    def _type_become_password(self, password: str, timeout: float = 60.0) -> None:
+        """Wait for `--ask-become-pass`'s prompt on the run's terminal and answer it."""
+        assert self.terminal is not None
+        seen = b""
+        deadline = time.monotonic() + timeout
+        while not BECOME_PASS_PROMPT.search(seen):
+            remaining = max(0.0, deadline - time.monotonic())
+            chunk = b""
+            if select.select([self.terminal], [], [], remaining)[0]:
+                try:
+                    chunk = os.read(self.terminal, 4096)
+                except OSError:  # EIO: ansible-playbook exited
+                    pass
+            if not chunk:
+                if self.proc.poll() is None:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                raise HarnessError(
+                    f"no become password prompt; the terminal showed {seen!r}\n"
+                    + self.wait().describe()
+                )
+            seen += chunk
+        os.write(self.terminal, password.encode() + b"\n")
 
     def _environment(self, extra: Mapping[str, str], recording: bool) -> dict[str, str]:
         env = {
@@ -450,6 +519,9 @@ class RunningPlaybook:
             }
             records = normalise(read_records(self.results_path), self.placeholders)
         finally:
+            if self.terminal is not None:
+                os.close(self.terminal)
+                self.terminal = None
             self._close_control_masters()
             shutil.rmtree(self.control_dir, ignore_errors=True)
             shutil.rmtree(self.workdir_base, ignore_errors=True)

@@ -8,12 +8,16 @@ from typing import Any
 
 import pytest
 
+from tests.ansible.harness import HARDENED_HOST_ROLES, Harness
 from tests.ansible.harness import PLAYBOOKS as PLAYBOOK_DIR
-from tests.ansible.harness import Harness
+from tests.testbed.accounts import HARDENED_SUDO
 
 pytestmark = [pytest.mark.needs_testbed, pytest.mark.timeout(300)]
 
 PRESENT, ABSENT = object(), object()
+
+#: hardened_sudo.yml's hosts that become root with a password.
+HARDENED_ROOT_HOSTS = sorted(set(HARDENED_HOST_ROLES) - {"sudo_targetpw"})
 
 #: Checks on the stock results, so a playbook that stops testing what it says fails here
 #: rather than comparing two identical non-results: (host, task) -> expected fields.
@@ -124,6 +128,17 @@ EXPECTED: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
         ("sudo_pw", "third play"): None,
         ("plain", "third play"): {"stdout": "plain"},
     },
+    "hardened_sudo.yml": {
+        **{(h, "become root with a password"): {"stdout": "root"} for h in HARDENED_ROOT_HOSTS},
+        **{(h, "the copy is intact"): {"rc": 0} for h in HARDENED_ROOT_HOSTS},
+        **{(h, "wrong password fails"): {"failed": True} for h in HARDENED_HOST_ROLES},
+        **{
+            (h, "become an account that needs no password"): {"stdout": "mitogen__plain"}
+            for h in HARDENED_SUDO
+        },
+        ("sudo_targetpw", "become the target with its password"): {"stdout": "mitogen__su_target"},
+        ("sudo_targetpw", "the target could see the workdir"): {"msg": "mitogen__sudo_targetpw"},
+    },
 }
 
 PLAYBOOKS = sorted(EXPECTED)
@@ -137,6 +152,8 @@ ENVIRONMENT: dict[str, dict[str, str]] = {
 #: Playbooks writing outside their run's workdir (the account's home), so the two runs
 #: of a comparison must not overlap.
 SEQUENTIAL = {"remote_tmp.yml", "home_paths.yml"}
+#: Playbooks run with --ask-become-pass: the host whose account's password is typed.
+ASK_BECOME_PASS = {"hardened_sudo.yml": "sudo_askpass"}
 
 
 def check_expected(run: Any, playbook: str) -> None:
@@ -153,13 +170,42 @@ def check_expected(run: Any, playbook: str) -> None:
                 assert result.get(key) == value, where
 
 
+def run_options(harness: Harness, playbook: str) -> dict[str, Any]:
+    """Harness.compare() arguments a playbook needs."""
+    options: dict[str, Any] = {
+        "parallel": playbook not in SEQUENTIAL,
+        "env": ENVIRONMENT.get(playbook),
+    }
+    if playbook in ASK_BECOME_PASS:
+        options["become_password"] = harness.account(ASK_BECOME_PASS[playbook]).password
+    return options
+
+
 @pytest.mark.parametrize("playbook", PLAYBOOKS)
 def test_mitogen_linear_matches_linear(harness: Harness, playbook: str) -> None:
-    comparison = harness.compare(
-        playbook, parallel=playbook not in SEQUENTIAL, env=ENVIRONMENT.get(playbook)
-    )
+    comparison = harness.compare(playbook, **run_options(harness, playbook))
     check_expected(comparison.baseline, playbook)
     comparison.assert_same()
+
+
+def test_requiretty_with_pipelining_fails_only_stock(harness: Harness) -> None:
+    """With pipelining, stock runs sudo without a tty, which `requiretty` refuses; Mitogen
+    gives sudo a pty. The other hardened hosts still give the same results."""
+    playbook = "hardened_sudo.yml"
+    comparison = harness.compare(
+        playbook, env={"ANSIBLE_PIPELINING": "True"}, **run_options(harness, playbook)
+    )
+    stock, ours = comparison.baseline, comparison.candidate
+    [refused] = stock.results_by_host()["sudo_tty"]
+    assert refused["task"] == "become root with a password" and refused["failed"]
+    assert "sorry, you must have a tty to run sudo" in refused["module_stderr"]
+    for (host, task), fields in EXPECTED[playbook].items():
+        if host == "sudo_tty":
+            result = ours.result(host, task)
+            assert {k: result.get(k) for k in fields} == fields, result
+    others = [d for d in comparison.differences if "sudo_tty" not in d]
+    assert others == [f"exit status: linear 2, mitogen_linear {ours.rc}"]
+    assert ours.rc == 0
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,18 @@ Roles (default names):
 - mitogen__pyXY        one per pyenv Python: `python`, `pythonX` and `pythonX.Y` on
                        its PATH (set in ~/.ssh/environment) run that version
 
+Hardened sudo configurations, one account each (per-user `Defaults:USER` lines, so one
+sudoers file serves all tests). Each may sudo to ALL asking for a password (every time),
+and to mitogen__plain without one (`HARDENED_NOPW_TARGET`):
+
+- mitogen__sudo_iolog          `log_output` (I/O logging into the testbed's directory)
+- mitogen__sudo_usepty         `use_pty`
+- mitogen__sudo_tty            `requiretty`
+- mitogen__sudo_targetpw       `targetpw` (asks the target's password, e.g. su_target's)
+- mitogen__sudo_lecture        `lecture=always`
+- mitogen__sudo_prompt         `passprompt=` a prompt without the word "password" (sudo -p
+                               still beats it, even with passprompt_override: sudo 1.9.13)
+
 Passwords are random per instance, set through chpasswd on stdin, and only reachable as
 `Account.password` (excluded from repr).
 """
@@ -31,7 +43,20 @@ from . import etcfiles
 from .proc import TestbedError, pid_alive, pids_of_uid, run, terminate_pid
 from .pyenv import PythonInstall
 
-ROLES = ("plain", "sudo_nopw", "sudo_pw", "su_target", "doas")
+#: Hardened sudo role -> its `Defaults:USER` settings (see the module docstring).
+HARDENED_SUDO = {
+    "sudo_iolog": "log_output",
+    "sudo_usepty": "use_pty",
+    "sudo_tty": "requiretty",
+    "sudo_targetpw": "targetpw",
+    "sudo_lecture": "lecture=always",
+    "sudo_prompt": 'passprompt="{prompt}"',
+}
+#: The custom prompt of sudo_prompt (sudo expands %p to the user whose password it wants).
+CUSTOM_PASSPROMPT = "Secret phrase for %p> "
+#: Role the hardened accounts may become without a password.
+HARDENED_NOPW_TARGET = "plain"
+ROLES = ("plain", "sudo_nopw", "sudo_pw", "su_target", "doas", *HARDENED_SUDO)
 DEFAULT_PREFIX = "mitogen__"
 SUDOERS_DIR = Path("/etc/sudoers.d")
 DOAS_CONF = Path("/etc/doas.conf")
@@ -65,7 +90,8 @@ class Accounts:
 
     `prefix` must start with 'mitogen__'; a second concurrent instance needs its own
     prefix (e.g. 'mitogen__x_'). `tag` names this instance's blocks in /etc/doas.conf
-    and /etc/hosts.
+    and /etc/hosts. `iolog_dir` (created here, removed with the accounts) receives the
+    I/O logs sudo writes for the `log_output` account.
     """
 
     def __init__(
@@ -75,6 +101,7 @@ class Accounts:
         prefix: str = DEFAULT_PREFIX,
         pythons: Sequence[PythonInstall] = (),
         authorized_key: str = "",
+        iolog_dir: Path,
     ) -> None:
         if not _NAME.match(prefix):
             raise TestbedError(f"account prefix {prefix!r} must match {_NAME.pattern}")
@@ -88,6 +115,7 @@ class Accounts:
                 raise TestbedError(f"account name {spec.name!r} is longer than 32 characters")
         suffix = prefix.removeprefix(DEFAULT_PREFIX).strip("_")
         self.sudoers_file = SUDOERS_DIR / ("mitogen-testbed" + (f"-{suffix}" if suffix else ""))
+        self.iolog_dir = iolog_dir
         self._accounts: dict[str, Account] = {}
 
     @property
@@ -210,13 +238,24 @@ class Accounts:
 
     def _install_sudoers(self) -> None:
         nopw, pw = self.sudo_nopw.name, self.sudo_pw.name
-        text = (
-            "# Managed by the mitogen test suite (tests/testbed); removed on teardown\n"
-            f"# owner pid={os.getpid()}\n"
-            f"Defaults:{pw} timestamp_timeout=0\n"
-            f"{nopw} ALL=(ALL:ALL) NOPASSWD: ALL\n"
-            f"{pw} ALL=(ALL:ALL) ALL\n"
-        )
+        lines = [
+            "# Managed by the mitogen test suite (tests/testbed); removed on teardown",
+            f"# owner pid={os.getpid()}",
+            f"Defaults:{pw} timestamp_timeout=0",
+            f"{nopw} ALL=(ALL:ALL) NOPASSWD: ALL",
+            f"{pw} ALL=(ALL:ALL) ALL",
+        ]
+        target = self[HARDENED_NOPW_TARGET].name
+        self.iolog_dir.mkdir(mode=0o700, exist_ok=True)
+        for role, settings in HARDENED_SUDO.items():
+            who = self[role].name
+            lines += [
+                f"Defaults:{who} timestamp_timeout=0, iolog_dir={self.iolog_dir}",
+                f"Defaults:{who} " + settings.format(prompt=CUSTOM_PASSPROMPT),
+                f"{who} ALL=(ALL:ALL) ALL",
+                f"{who} ALL=({target}) NOPASSWD: ALL",
+            ]
+        text = "\n".join(lines) + "\n"
         # sudo's @includedir skips names with a dot, so the file is inert until renamed.
         tmp = self.sudoers_file.with_name(self.sudoers_file.name + ".tmp")
         tmp.write_text(text)
@@ -259,6 +298,10 @@ class Accounts:
             (
                 "removing sudoers file",
                 partial(self.sudoers_file.unlink, missing_ok=True),
+            ),
+            (
+                "removing sudo I/O logs",
+                partial(shutil.rmtree, self.iolog_dir, ignore_errors=True),
             ),
         ]
         steps += [(f"removing account {n}", partial(_delete_user, n)) for n in self.names]

@@ -58,7 +58,12 @@ class Testbed:
         self.keys = Keys(self.directory / "private", self.directory / "public")
         self.pythons = _select_pythons(pythons)
         self.sshd = Sshd(self.keys, "loopback", aliases=["localhost"])
-        self.accounts = Accounts(tag=self.tag, prefix=account_prefix, pythons=self.pythons)
+        self.accounts = Accounts(
+            tag=self.tag,
+            prefix=account_prefix,
+            pythons=self.pythons,
+            iolog_dir=self.directory / "sudo-io",
+        )
         self.netns: NetnsHosts | None = None
         self.extra_sshds: list[Sshd] = []
         self._netns_count = netns_hosts

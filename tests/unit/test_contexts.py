@@ -4,6 +4,8 @@ import glob
 import os
 import subprocess
 import sys
+import time
+import zlib
 
 import pytest
 
@@ -47,6 +49,27 @@ def test_local_on_every_python(router, python):
     assert context.call(remote_helpers.version_info) == major_minor
     path, value = context.call(remote_helpers.import_and_report, 'mitogen_test_wirepkg', 'VALUE')
     assert value == 'wirepkg' and path.startswith('master:')
+
+
+@pytest.mark.parametrize('python', pyenv_pythons()[:1] + [sys.executable], ids=os.path.basename)
+def test_stage0_waits_when_stdin_would_block(python):
+    """sudo's log_output hands the child a non-blocking pipe as stdin: stage 0
+    must wait for the bootstrap rather than fail with BlockingIOError."""
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    loader = zlib.compress(b'import os;os.write(1,b"loaded\\n")')
+    with subprocess.Popen([python, '-c', mitogen.parent.get_stage0_command()], stdin=read_fd,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        os.close(read_fd)
+        with open(write_fd, 'wb', buffering=0) as stdin:
+            assert proc.stdout.readline() == b'MITO000\n'
+            time.sleep(0.2)  # stage 0 is reading the empty pipe by now
+            try:
+                stdin.write(mitogen.parent.frame_blob(loader))
+            except BrokenPipeError:
+                pass  # stage 0 died: its stderr, compared below, says why
+        out, err = proc.communicate(timeout=10)
+    assert (proc.returncode, out, err) == (0, b'loaded\n', b'')
 
 
 def test_every_supported_python_is_installed():

@@ -423,6 +423,34 @@ def test_tty_create_child_is_raw_and_controlling(tmp_path):
             proc.proc.wait()
 
 
+def test_terminal_echoes_sees_a_password_being_read():
+    for echo in False, True:
+        master_fd, slave_fd = mitogen.parent.openpty(echo)
+        try:
+            assert mitogen.parent.terminal_echoes(master_fd) is echo
+        finally:
+            os.close(master_fd)
+            os.close(slave_fd)
+    script = 'import getpass; getpass.getpass("Secret> ")'
+    proc = mitogen.parent.hybrid_tty_create_child([sys.executable, '-c', script], echo=True)
+    try:
+        shown = b''
+        while not shown.endswith(b'Secret> '):
+            chunk = os.read(proc.stderr, 100)
+            assert chunk
+            shown += chunk
+        assert not mitogen.parent.terminal_echoes(proc.stderr)
+        os.write(proc.stderr, b'typed\n')
+        assert proc.proc.wait(timeout=10) == 0
+        assert mitogen.parent.terminal_echoes(proc.stderr)
+    finally:
+        os.close(proc.stdin)
+        os.close(proc.stderr)
+        if proc.proc.poll() is None:
+            proc.proc.kill()
+            proc.proc.wait()
+
+
 # --- errors, provoked for real ---
 
 
