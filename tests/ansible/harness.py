@@ -51,6 +51,8 @@ STRATEGY_DIRS = (REPO / "ansible_mitogen" / "plugins" / "strategy", PLUGINS / "s
 HOST_ROLES = {"plain": "plain", "sudo_nopw": "sudo_nopw", "sudo_pw": "sudo_pw"}
 #: Python every test host runs modules with.
 TARGET_PYTHON = "3.12"
+#: Where scripts/setup-ansible.sh puts collections, in the venv of the ansible-core used.
+COLLECTIONS_DIR = "ansible-collections"
 #: Files larger than this are compared by digest instead of content.
 INLINE_CONTENT = 64 * 1024
 #: Remote temporary directory names carry a time stamp and PIDs.
@@ -213,6 +215,8 @@ class Harness:
         if not os.access(self.ansible_playbook, os.X_OK):
             raise HarnessError(f"{self.ansible_playbook} not found: run scripts/setup-ansible.sh")
         self._runs = 0
+        #: Collections from the `ansible` package (collections_path, if it exists).
+        self.collections_dir = self.bin_dir.parent / COLLECTIONS_DIR
         self.workspace.mkdir(parents=True, exist_ok=True)
         self.inventory_path = self.workspace / "inventory.yml"
         self.inventory_path.write_text(json.dumps(self._inventory(), indent=2))
@@ -281,6 +285,11 @@ class Harness:
                 "nocolor = True",
                 "forks = 5",
                 "timeout = 10",
+                *(
+                    [f"collections_path = {self.collections_dir}"]
+                    if self.collections_dir.is_dir()
+                    else []
+                ),
                 "",
             ]
         )

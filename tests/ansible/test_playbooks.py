@@ -4,6 +4,10 @@ status and the files left on the target and fetched to the controller."""
 
 from __future__ import annotations
 
+import pwd
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -14,6 +18,12 @@ from tests.ansible.harness import Harness
 pytestmark = [pytest.mark.needs_testbed, pytest.mark.timeout(300)]
 
 PRESENT, ABSENT = object(), object()
+
+
+def on_hosts(hosts: tuple[str, ...], checks: dict[str, dict[str, Any]]) -> dict:
+    """The same checks on each host's results."""
+    return {(host, task): fields for host in hosts for task, fields in checks.items()}
+
 
 #: Checks on the stock results, so a playbook that stops testing what it says fails here
 #: rather than comparing two identical non-results: (host, task) -> expected fields.
@@ -124,6 +134,57 @@ EXPECTED: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
         ("sudo_pw", "third play"): None,
         ("plain", "third play"): {"stdout": "plain"},
     },
+    "collection_modules.yml": {
+        # the tasks file, imported without become (plain) and with become root (sudo_nopw)
+        **on_hosts(
+            ("plain", "sudo_nopw"),
+            {
+                "ini_file adds an option": {"changed": True, "msg": "section and option added"},
+                "ini_file again (unchanged)": {"changed": False},
+                "ini_file removes the option": {"changed": True},
+                "xml sets an attribute": {"changed": True},
+                "fruit count": {"msg": 2},
+                "fruit attributes": {
+                    "msg": [
+                        {"fruit": {"name": "apple"}},
+                        {"fruit": {"name": "pear", "ripe": "yes"}},
+                    ]
+                },
+                "acl grants nobody read access": {"changed": True},
+                "the ACL entries": {
+                    "msg": ["user::rw-", "user:nobody:r--", "group::---", "mask::r--", "other::---"]
+                },
+                "acl removes the entry": {"changed": True, "msg": "user:nobody is absent"},
+                "authorized_key into a file of the workdir": {"changed": True},
+                "authorized_key again (unchanged)": {"changed": False},
+                "sysctl writes a file of the workdir only (kernel untouched)": {"changed": True},
+                "sysctl would change the kernel value (check mode)": {"changed": True},
+                "the kernel value is unchanged": {"failed": False},
+                "what was archived": {"msg": ["a.txt", "b.txt"]},
+                "unarchive it on the target": {"failed": True},
+                "what was unpacked": {"msg": ["tree/a.txt", "tree/b.txt"]},
+                "unarchive again (unchanged)": {"changed": False},
+                "unarchive a controller file onto the target": {"changed": True},
+                "root's shell and home": {"msg": ["/root", "/bin/bash"]},
+                "getent of a missing key fails": {"failed": True},
+                "some packages": {"msg": ["openssh-server", "sudo", "acl"]},
+                "service facts were found": {"msg": True},
+            },
+        ),
+        ("plain", "pam_limits on the system file needs root"): {
+            "failed": True, "msg": "/etc/security/limits.conf is not writable. Use sudo"
+        },
+        ("plain", "user would be created (check mode, no root needed)"): {"changed": True},
+        ("sudo_nopw", "pam_limits writes a limits file"): {"changed": True},
+        ("sudo_nopw", "pam_limits again (unchanged)"): {"changed": False},
+        ("sudo_nopw", "user creates a throwaway account"): {"changed": True},
+        ("sudo_nopw", "user again (unchanged)"): {"changed": False},
+        ("sudo_nopw", "the account's comment and shell"): {
+            "msg": ["Mitogen test account", "/bin/sh"]
+        },
+        ("sudo_nopw", "user removes the account"): {"changed": True},
+        ("sudo_nopw", "the account is gone"): {"failed": True},
+    },
 }
 
 PLAYBOOKS = sorted(EXPECTED)
@@ -136,7 +197,38 @@ ENVIRONMENT: dict[str, dict[str, str]] = {
 
 #: Playbooks writing outside their run's workdir (the account's home), so the two runs
 #: of a comparison must not overlap.
-SEQUENTIAL = {"remote_tmp.yml", "home_paths.yml"}
+SEQUENTIAL = {"remote_tmp.yml", "home_paths.yml", "collection_modules.yml"}
+
+#: The account collection_modules.yml creates and removes.
+THROWAWAY = "mitogen__throwaway"
+#: The collections collection_modules.yml uses (installed by scripts/setup-ansible.sh).
+COLLECTIONS = ("community/general", "ansible/posix")
+
+
+def remove_throwaway_account() -> None:
+    """Remove the account collection_modules.yml makes, left by a run that did not end."""
+    try:
+        pwd.getpwnam(THROWAWAY)
+    except KeyError:
+        return
+    subprocess.run(["userdel", THROWAWAY], check=True, capture_output=True, timeout=30)
+
+
+@contextmanager
+def prepared(harness: Harness, playbook: str) -> Iterator[None]:
+    """What a playbook needs around its runs."""
+    if playbook != "collection_modules.yml":
+        yield
+        return
+    root = harness.collections_dir / "ansible_collections"
+    missing = [c.replace("/", ".") for c in COLLECTIONS if not (root / c).is_dir()]
+    if missing:
+        pytest.fail(f"collections {missing} are not in {root}: run scripts/setup-ansible.sh")
+    remove_throwaway_account()
+    try:
+        yield
+    finally:
+        remove_throwaway_account()
 
 
 def check_expected(run: Any, playbook: str) -> None:
@@ -155,9 +247,10 @@ def check_expected(run: Any, playbook: str) -> None:
 
 @pytest.mark.parametrize("playbook", PLAYBOOKS)
 def test_mitogen_linear_matches_linear(harness: Harness, playbook: str) -> None:
-    comparison = harness.compare(
-        playbook, parallel=playbook not in SEQUENTIAL, env=ENVIRONMENT.get(playbook)
-    )
+    with prepared(harness, playbook):
+        comparison = harness.compare(
+            playbook, parallel=playbook not in SEQUENTIAL, env=ENVIRONMENT.get(playbook)
+        )
     check_expected(comparison.baseline, playbook)
     comparison.assert_same()
 
