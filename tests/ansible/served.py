@@ -75,16 +75,21 @@ def _label(record: dict[str, Any]) -> str:
 
 
 def _summary(window: dict[str, Any]) -> str:
+    """The execution's facts, for messages (nothing for a line the probe failed to write)."""
+    if "error" in window:
+        return ""
     return (
-        f"connection {window['connection']} ({window['connection_class']}), "
+        f" [connection {window['connection']} ({window['connection_class']}), "
         f"is_mitogen_connection={window['mitogen_connection']}, "
         f"action {window['action_class']}, stock calls {window['stock_calls']}, "
-        f"Mitogen calls {window['mitogen_calls']}"
+        f"Mitogen calls {window['mitogen_calls']}]"
     )
 
 
 def _not_mitogen(window: dict[str, Any]) -> str | None:
     """Why this execution was not served by Mitogen (None if it was, or made no call)."""
+    if "error" in window:
+        return f"the probe could not describe it: {window['error']}"
     if window["connection_class"] is not None and not window["ansible_mitogen_connection"]:
         return f"its connection plugin {window['connection']!r} is not Mitogen's (not redirected)"
     if window["connection_class"] is not None and window["mitogen_connection"] is not True:
@@ -104,6 +109,8 @@ def _not_mitogen(window: dict[str, Any]) -> str | None:
 
 def _not_fallback(window: dict[str, Any]) -> str | None:
     """Why this execution was not a fallback to stock through Mitogen's connection."""
+    if "error" in window:
+        return f"the probe could not describe it: {window['error']}"
     if window["mitogen_calls"]:
         return "it made Mitogen calls"
     if window["connection_class"] is not None and not window["ansible_mitogen_connection"]:
@@ -150,7 +157,7 @@ def check_mitogen(records: list[dict[str, Any]], fallback: Collection[str] = ())
             expected = "expected Mitogen"
         if reason is not None:
             flagged.add(record["task"])
-            problems.append(f"{_label(record)}: {expected}, but {reason} [{_summary(window)}]")
+            problems.append(f"{_label(record)}: {expected}, but {reason}{_summary(window)}")
     tasks = {r["task"] for r in records if r.get("type") == "result"}
     for task in sorted(set(fallback) - fell_back):
         if task not in tasks:
@@ -166,10 +173,10 @@ def check_stock(records: list[dict[str, Any]]) -> list[str]:
     for record, window in _windows(records):
         if window is None:
             problems.append(f"{_label(record)}: no transport_probe line matches this result")
-        elif (
-            window["mitogen_calls"]
-            or window["ansible_mitogen_connection"]
-            or (window["mitogen_action"])
+        elif "error" in window:
+            problems.append(f"{_label(record)}: the probe could not describe it: {window['error']}")
+        elif any(
+            window[k] for k in ("mitogen_calls", "ansible_mitogen_connection", "mitogen_action")
         ):
-            problems.append(f"{_label(record)}: expected stock, but [{_summary(window)}]")
+            problems.append(f"{_label(record)}: expected stock, but{_summary(window)}")
     return problems

@@ -162,6 +162,14 @@ def test_a_declared_fallback_must_fall_back() -> None:
     ]
 
 
+def test_a_probe_that_failed_is_reported() -> None:
+    broken = {"run": "a", "window": 0, "error": "AttributeError('_handler')"}
+    records = [result("broken", "ok", via=[broken])]
+    expected = "h ok 'broken': {}the probe could not describe it: AttributeError('_handler')"
+    assert served.check_mitogen(records) == [expected.format("expected Mitogen, but ")]
+    assert served.check_stock(records) == [expected.format("")]
+
+
 def test_check_stock_names_what_touched_mitogen() -> None:
     records = [
         result("stock", "ok", via=[{**STOCK, "run": "a", "window": 0}]),

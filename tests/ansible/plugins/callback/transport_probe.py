@@ -111,7 +111,7 @@ def _wrap_mitogen() -> bool:
     """Count Mitogen function calls once mitogen.parent is imported; True if counting."""
     if not _state["mitogen_wrapped"]:
         parent = sys.modules.get("mitogen.parent")
-        if parent is None:
+        if parent is None or not hasattr(parent, "CallChain"):
             return False
         for method in MITOGEN_METHODS:
             original = parent.CallChain.__dict__[method]
@@ -126,6 +126,20 @@ def _class_name(obj: Any) -> str | None:
 
 def _from_module(obj: Any, module: str) -> bool:
     return obj is not None and any(c.__module__ == module for c in type(obj).__mro__)
+
+
+def _host_name(executor: Any) -> str | None:
+    try:
+        return str(executor._host.get_name())
+    except Exception:
+        return None
+
+
+def _task_uuid(executor: Any) -> str | None:
+    try:
+        return str(executor._task._uuid)
+    except Exception:
+        return None
 
 
 def _describe(executor: Any, before: Counter[str], probe: bool) -> dict[str, Any]:
@@ -182,7 +196,12 @@ def _wrap_executor() -> None:
         try:
             return execute(self, *args, **kwargs)
         finally:
-            _write(_describe(self, before, probe))
+            try:
+                line = _describe(self, before, probe)
+            except Exception as e:  # never break the task: the harness reports the line
+                line = {"run": _state["run"], "window": _state["window"], "error": repr(e)}
+                line.update(host=_host_name(self), uuid=_task_uuid(self))
+            _write(line)
             _state["window"] += 1
 
     probed_execute.__transport_probe__ = True  # type: ignore[attr-defined]
