@@ -14,6 +14,9 @@ Playbook variables set by the harness: `workdir` (per host, owned by the host's 
 empty at the start), `workdir_base` (its parent), `fetch_dir` (a controller directory).
 Inventory: group `testbed` with hosts `plain`, `sudo_nopw`, `sudo_pw` (become password
 set), group `unreachable` with host `dead` (a closed port).
+Collections: `collections_path` is the `ansible-collections` directory of the venv whose
+ansible-playbook runs, when scripts/setup-ansible.sh made it (community.general and
+ansible.posix, for collection_modules.yml).
 """
 
 from __future__ import annotations
