@@ -5,7 +5,10 @@ runs `ansible-playbook` as a subprocess (strategy chosen by ANSIBLE_STRATEGY), a
 back the per-task results written by the `jsonl_results` callback plus a snapshot of the
 files the playbook left on the target (and fetched to the controller). `compare_runs()`
 lists every difference between two runs; `Harness.compare()` runs a playbook with two
-strategies (by default at the same time, each in its own directories) and compares them.
+strategies (by default at the same time, each in its own directories) and compares them,
+and checks (served.py) that every result of a Mitogen strategy was served by Mitogen
+(tasks expected to fall back to stock are declared by the caller) and every result of a
+builtin strategy by stock.
 
 Playbook variables set by the harness: `workdir` (per host, owned by the host's account,
 empty at the start), `workdir_base` (its parent), `fetch_dir` (a controller directory).
@@ -15,6 +18,9 @@ set), group `hardened` with one host per hardened sudo account (named by role, e
 mitogen__su_target) and `sudo_askpass` (sudo_pw's account, no become password: runs pass
 `become_password`, typed at `--ask-become-pass`), group `unreachable` with host `dead`
 (a closed port).
+Collections: `collections_path` is the `ansible-collections` directory of the venv whose
+ansible-playbook runs, when scripts/setup-ansible.sh made it (community.general and
+ansible.posix, for collection_modules.yml).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.ansible import served
 from tests.testbed import Testbed
 from tests.testbed.accounts import HARDENED_SUDO
 from tests.testbed.sshd import free_port
@@ -57,6 +64,8 @@ HARDENED_HOST_ROLES = {**{role: role for role in HARDENED_SUDO}, "sudo_askpass":
 BECOME_PASS_PROMPT = re.compile(rb"BECOME password: $")
 #: Python every test host runs modules with.
 TARGET_PYTHON = "3.12"
+#: Where scripts/setup-ansible.sh puts collections, in the venv of the ansible-core used.
+COLLECTIONS_DIR = "ansible-collections"
 #: Files larger than this are compared by digest instead of content.
 INLINE_CONTENT = 64 * 1024
 #: Remote temporary directory names carry a time stamp and PIDs.
@@ -84,6 +93,16 @@ class PlaybookRun:
     directory: Path
     records: list[dict[str, Any]]
     files: dict[str, dict[str, Any]]
+
+    def served_problems(self, fallback: Iterable[str] = ()) -> list[str]:
+        """Results not served as this run's strategy should serve them: through Mitogen
+        for Mitogen's strategies (stock for the tasks named in `fallback`), through stock
+        for the builtin ones; nothing is checked for other strategies."""
+        if self.strategy in served.MITOGEN_STRATEGIES:
+            return served.check_mitogen(self.records, set(fallback))
+        if self.strategy in BUILTIN_STRATEGIES:
+            return served.check_stock(self.records)
+        return []
 
     @property
     def recorded(self) -> list[dict[str, Any]]:
@@ -172,13 +191,26 @@ class Comparison:
     baseline: PlaybookRun
     candidate: PlaybookRun
     differences: list[str] = field(default_factory=list)
+    #: Results not served by what their run's strategy should use (PlaybookRun.served_problems).
+    unserved: list[str] = field(default_factory=list)
 
     def assert_same(self) -> None:
+        parts = []
         if self.differences:
+            parts.append(
+                f"{self.candidate.strategy} differs from {self.baseline.strategy} in "
+                f"{len(self.differences)} ways:\n  " + "\n  ".join(self.differences[:40])
+            )
+        if self.unserved:
+            parts.append(
+                f"{len(self.unserved)} results were not served as expected (stock for "
+                f"{self.baseline.strategy}, Mitogen for {self.candidate.strategy} unless "
+                "declared to fall back):\n  " + "\n  ".join(self.unserved[:40])
+            )
+        if parts:
             raise AssertionError(
-                f"{self.candidate.playbook.name}: {self.candidate.strategy} differs from "
-                f"{self.baseline.strategy} in {len(self.differences)} ways:\n  "
-                + "\n  ".join(self.differences[:40])
+                f"{self.candidate.playbook.name}: "
+                + "\n\n".join(parts)
                 + f"\n\nbaseline: {self.baseline.describe(10)}"
                 + f"\n\ncandidate: {self.candidate.describe(10)}"
             )
@@ -196,6 +228,8 @@ class Harness:
         if not os.access(self.ansible_playbook, os.X_OK):
             raise HarnessError(f"{self.ansible_playbook} not found: run scripts/setup-ansible.sh")
         self._runs = 0
+        #: Collections from the `ansible` package (collections_path, if it exists).
+        self.collections_dir = self.bin_dir.parent / COLLECTIONS_DIR
         self.workspace.mkdir(parents=True, exist_ok=True)
         self.inventory_path = self.workspace / "inventory.yml"
         self.inventory_path.write_text(json.dumps(self._inventory(), indent=2))
@@ -271,12 +305,17 @@ class Harness:
                 f"inventory = {self.inventory_path}",
                 "strategy_plugins = " + ":".join(str(d) for d in STRATEGY_DIRS),
                 f"callback_plugins = {PLUGINS / 'callback'}",
-                "callbacks_enabled = jsonl_results",
+                "callbacks_enabled = jsonl_results, transport_probe",
                 "retry_files_enabled = False",
                 "host_key_checking = True",
                 "nocolor = True",
                 "forks = 5",
                 "timeout = 10",
+                *(
+                    [f"collections_path = {self.collections_dir}"]
+                    if self.collections_dir.is_dir()
+                    else []
+                ),
                 "",
             ]
         )
@@ -353,11 +392,13 @@ class Harness:
         *,
         parallel: bool = True,
         ignore: Iterable[str] = (),
+        fallback: Iterable[str] = (),
         timeout: float = 240.0,
         **kwargs: Any,
     ) -> Comparison:
         """Run `playbook` with both strategies and compare (raises only if a run could not
-        be made; differences are in the result)."""
+        be made; differences are in the result). `fallback` names the tasks the candidate
+        is expected to hand to stock Ansible; every other result must be Mitogen's."""
         if parallel:
             first = self.start(playbook, baseline, **kwargs)
             second = self.start(playbook, candidate, **kwargs)
@@ -369,7 +410,7 @@ class Harness:
             )
         for run in runs:
             run.check_strategy()
-        return Comparison(*runs, differences=compare_runs(*runs, ignore=ignore))
+        return make_comparison(*runs, ignore=ignore, fallback=fallback)
 
 
 class RunningPlaybook:
@@ -394,6 +435,7 @@ class RunningPlaybook:
         self.strategy = strategy
         self.directory = directory
         self.results_path = directory / "results.jsonl"
+        self.transport_path = directory / served.TRANSPORT_FILE
         self.recording_log = directory / "recording.jsonl"
         self.fetch_dir = directory / "fetched"
         self.fetch_dir.mkdir()
@@ -489,6 +531,7 @@ class RunningPlaybook:
             ANSIBLE_LOCAL_TEMP=str(self.directory / "local_tmp"),
             ANSIBLE_SSH_CONTROL_PATH_DIR=str(self.control_dir),
             MITOGEN_TEST_RESULTS=str(self.results_path),
+            MITOGEN_TEST_TRANSPORT=str(self.transport_path),
         )
         if recording:
             env.update(
@@ -518,6 +561,7 @@ class RunningPlaybook:
                 **snapshot(self.fetch_dir, "fetched", self.placeholders),
             }
             records = normalise(read_records(self.results_path), self.placeholders)
+            served.join(records, read_records(self.transport_path))
         finally:
             if self.terminal is not None:
                 os.close(self.terminal)
@@ -645,6 +689,25 @@ def compare_runs(
     return diffs
 
 
+def make_comparison(
+    baseline: PlaybookRun,
+    candidate: PlaybookRun,
+    *,
+    ignore: Iterable[str] = (),
+    fallback: Iterable[str] = (),
+) -> Comparison:
+    """The comparison of two finished runs: their differences (compare_runs) and the
+    results each strategy did not serve as it should (`fallback`: the candidate's tasks
+    expected to fall back to stock)."""
+    unserved = baseline.served_problems() + candidate.served_problems(fallback)
+    return Comparison(
+        baseline,
+        candidate,
+        differences=compare_runs(baseline, candidate, ignore=ignore),
+        unserved=unserved,
+    )
+
+
 def _recap(run: PlaybookRun) -> dict[str, Any]:
     found = run.of_type("stats")
     return found[0]["hosts"] if found else {}
@@ -668,7 +731,7 @@ def _compare_results(
         for i, j in pairs:
             label = f"{host} result #{i} ({first[i]['task']!r})"
             ra, rb = first[i], second[j]
-            for key in sorted((set(ra) | set(rb)) - ignored):
+            for key in sorted((set(ra) | set(rb)) - ignored - served.JOIN_KEYS):
                 if ra.get(key) != rb.get(key):
                     diffs.append(
                         f"{label}: {key}: {a} {_short(ra.get(key))}, {b} {_short(rb.get(key))}"

@@ -4,9 +4,14 @@ status and the files left on the target and fetched to the controller."""
 
 from __future__ import annotations
 
+import pwd
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from ansible.release import __version__ as ANSIBLE_VERSION
 
 from tests.ansible.harness import HARDENED_HOST_ROLES, Harness
 from tests.ansible.harness import PLAYBOOKS as PLAYBOOK_DIR
@@ -18,6 +23,11 @@ PRESENT, ABSENT = object(), object()
 
 #: hardened_sudo.yml's hosts that become root with a password.
 HARDENED_ROOT_HOSTS = sorted(set(HARDENED_HOST_ROLES) - {"sudo_targetpw"})
+
+def on_hosts(hosts: tuple[str, ...], checks: dict[str, dict[str, Any]]) -> dict:
+    """The same checks on each host's results."""
+    return {(host, task): fields for host in hosts for task, fields in checks.items()}
+
 
 #: Checks on the stock results, so a playbook that stops testing what it says fails here
 #: rather than comparing two identical non-results: (host, task) -> expected fields.
@@ -139,9 +149,72 @@ EXPECTED: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
         ("sudo_targetpw", "become the target with its password"): {"stdout": "mitogen__su_target"},
         ("sudo_targetpw", "the target could see the workdir"): {"msg": "mitogen__sudo_targetpw"},
     },
+    "collection_modules.yml": {
+        # the tasks file, imported without become (plain) and with become root (sudo_nopw)
+        **on_hosts(
+            ("plain", "sudo_nopw"),
+            {
+                "ini_file adds an option": {"changed": True, "msg": "section and option added"},
+                "ini_file again (unchanged)": {"changed": False},
+                "ini_file removes the option": {"changed": True},
+                "xml sets an attribute": {"changed": True},
+                "fruit count": {"msg": 2},
+                "fruit attributes": {
+                    "msg": [
+                        {"fruit": {"name": "apple"}},
+                        {"fruit": {"name": "pear", "ripe": "yes"}},
+                    ]
+                },
+                "acl grants nobody read access": {"changed": True},
+                "the ACL entries": {
+                    "msg": ["user::rw-", "user:nobody:r--", "group::---", "mask::r--", "other::---"]
+                },
+                "acl removes the entry": {"changed": True, "msg": "user:nobody is absent"},
+                "authorized_key into a file of the workdir": {"changed": True},
+                "authorized_key again (unchanged)": {"changed": False},
+                "sysctl writes a file of the workdir only (kernel untouched)": {"changed": True},
+                "sysctl would change the kernel value (check mode)": {"changed": True},
+                "the kernel value is unchanged": {"failed": False},
+                "what was archived": {"msg": ["a.txt", "b.txt"]},
+                "unarchive it on the target": {"failed": True},
+                "what was unpacked": {"msg": ["tree/a.txt", "tree/b.txt"]},
+                "unarchive again (unchanged)": {"changed": False},
+                "unarchive a controller file onto the target": {"changed": True},
+                "root's shell and home": {"msg": ["/root", "/bin/bash"]},
+                "getent of a missing key fails": {"failed": True},
+                "some packages": {"msg": ["openssh-server", "sudo", "acl"]},
+                "service facts were found": {"msg": True},
+            },
+        ),
+        ("plain", "pam_limits on the system file needs root"): {
+            "failed": True, "msg": "/etc/security/limits.conf is not writable. Use sudo"
+        },
+        ("plain", "user would be created (check mode, no root needed)"): {"changed": True},
+        ("sudo_nopw", "pam_limits writes a limits file"): {"changed": True},
+        ("sudo_nopw", "pam_limits again (unchanged)"): {"changed": False},
+        ("sudo_nopw", "user creates a throwaway account"): {"changed": True},
+        ("sudo_nopw", "user again (unchanged)"): {"changed": False},
+        ("sudo_nopw", "the account's comment and shell"): {
+            "msg": ["Mitogen test account", "/bin/sh"]
+        },
+        ("sudo_nopw", "user removes the account"): {"changed": True},
+        ("sudo_nopw", "the account is gone"): {"failed": True},
+    },
 }
 
 PLAYBOOKS = sorted(EXPECTED)
+
+#: Tasks Mitogen hands to stock Ansible, per playbook; every other result must be served
+#: by Mitogen (harness.py, served.py).
+FALLBACK: dict[str, set[str]] = {
+    # the target has no Python for a context until raw puts one in place
+    "no_python.yml": {
+        "a module without Python fails",
+        "raw without Python",
+        "script without Python",
+        "raw puts a Python in place",
+    },
+}
 
 #: Environment a playbook runs with (both strategies).
 ENVIRONMENT: dict[str, dict[str, str]] = {
@@ -149,11 +222,80 @@ ENVIRONMENT: dict[str, dict[str, str]] = {
     "home_paths.yml": {"ANSIBLE_REMOTE_USER": "mitogen__nobody"},
 }
 
+#: Known failures: playbook -> (ansible-core series, text in the failure that identifies it).
+KNOWN_BROKEN = {
+    # A module importing ansible.module_utils.six.moves (package_facts and setup do,
+    # through module_utils/facts/system/local.py) fails under Mitogen with 2.19 only.
+    "collection_modules.yml": (
+        "2.19",
+        "cannot import name 'StringIO' from 'ansible.module_utils.six.moves' "
+        "(master:<namespace ansible.module_utils.six.moves>)",
+    ),
+}
+
+
+class KnownBreakage(AssertionError):
+    """The comparison failed, and only in the way KNOWN_BROKEN describes."""
+
+
+def playbook_params() -> list[Any]:
+    """One parameter per playbook; a known breakage is an expected failure, and any
+    other failure of the same playbook still fails."""
+    params = []
+    for playbook in PLAYBOOKS:
+        series, signature = KNOWN_BROKEN.get(playbook, ("", ""))
+        broken = bool(series) and ANSIBLE_VERSION.startswith(series + ".")
+        mark = pytest.mark.xfail(broken, reason=signature, raises=KnownBreakage, strict=True)
+        params.append(pytest.param(playbook, marks=mark))
+    return params
+
+
+def assert_same_or_known(comparison: Any, playbook: str) -> None:
+    try:
+        comparison.assert_same()
+    except AssertionError as e:
+        _series, signature = KNOWN_BROKEN.get(playbook, ("", ""))
+        if signature and signature in str(e):
+            raise KnownBreakage(str(e)) from None
+        raise
+
+
 #: Playbooks writing outside their run's workdir (the account's home), so the two runs
 #: of a comparison must not overlap.
-SEQUENTIAL = {"remote_tmp.yml", "home_paths.yml"}
+SEQUENTIAL = {"remote_tmp.yml", "home_paths.yml", "collection_modules.yml"}
 #: Playbooks run with --ask-become-pass: the host whose account's password is typed.
 ASK_BECOME_PASS = {"hardened_sudo.yml": "sudo_askpass"}
+
+#: The account collection_modules.yml creates and removes.
+THROWAWAY = "mitogen__throwaway"
+#: The collections collection_modules.yml uses (installed by scripts/setup-ansible.sh).
+COLLECTIONS = ("community/general", "ansible/posix")
+
+
+def remove_throwaway_account() -> None:
+    """Remove the account collection_modules.yml makes, left by a run that did not end."""
+    try:
+        pwd.getpwnam(THROWAWAY)
+    except KeyError:
+        return
+    subprocess.run(["userdel", THROWAWAY], check=True, capture_output=True, timeout=30)
+
+
+@contextmanager
+def prepared(harness: Harness, playbook: str) -> Iterator[None]:
+    """What a playbook needs around its runs."""
+    if playbook != "collection_modules.yml":
+        yield
+        return
+    root = harness.collections_dir / "ansible_collections"
+    missing = [c.replace("/", ".") for c in COLLECTIONS if not (root / c).is_dir()]
+    if missing:
+        pytest.fail(f"collections {missing} are not in {root}: run scripts/setup-ansible.sh")
+    remove_throwaway_account()
+    try:
+        yield
+    finally:
+        remove_throwaway_account()
 
 
 def check_expected(run: Any, playbook: str) -> None:
@@ -175,17 +317,19 @@ def run_options(harness: Harness, playbook: str) -> dict[str, Any]:
     options: dict[str, Any] = {
         "parallel": playbook not in SEQUENTIAL,
         "env": ENVIRONMENT.get(playbook),
+        "fallback": FALLBACK.get(playbook, ()),
     }
     if playbook in ASK_BECOME_PASS:
         options["become_password"] = harness.account(ASK_BECOME_PASS[playbook]).password
     return options
 
 
-@pytest.mark.parametrize("playbook", PLAYBOOKS)
+@pytest.mark.parametrize("playbook", playbook_params())
 def test_mitogen_linear_matches_linear(harness: Harness, playbook: str) -> None:
-    comparison = harness.compare(playbook, **run_options(harness, playbook))
+    with prepared(harness, playbook):
+        comparison = harness.compare(playbook, **run_options(harness, playbook))
     check_expected(comparison.baseline, playbook)
-    comparison.assert_same()
+    assert_same_or_known(comparison, playbook)
 
 
 def test_requiretty_with_pipelining_fails_only_stock(harness: Harness) -> None:

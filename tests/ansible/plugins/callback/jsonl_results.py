@@ -1,8 +1,8 @@
 """Callback plugin `jsonl_results`: every task result as one JSON line, for the test harness.
 
 Record types ('type' key): 'play' (name, strategy), 'result' (one per host and task, and
-one per loop item, with the fields compared between runs), 'stats' (the recap per host,
-and whether the connection loader was hooked when the run ended).
+one per loop item, with the fields compared between runs, and the task's uuid), 'stats'
+(the recap per host, and whether the connection loader was hooked when the run ended).
 """
 
 from __future__ import annotations
@@ -86,6 +86,8 @@ class CallbackModule(CallbackBase):
             "play": self._play_index,
             "host": result.host.get_name(),
             "task": result.task_name,
+            # joins the record with the transport_probe lines (not compared between runs)
+            "uuid": task._uuid,
             "action": task.action,
             "handler": type(task).__name__ == "Handler",
             "changed": result.is_changed(),
