@@ -10,7 +10,9 @@ which imported `ansible.module_utils.basic` once from the first modlib, so
 a run costs a fork instead of a Python start plus the imports. Each run
 gets a fresh fork, so module globals never leak from one task into the
 next, and the modlib stays on disk for modules that respawn under another
-interpreter.
+interpreter. The fork starts and exits as a fresh interpreter would
+(fresh_child.py): AnsibleModule's atexit cleanup runs, output is flushed,
+signals are as at start.
 
 Where forking cannot serve (the task wants another Python, or this one
 cannot import the modlib), a new interpreter runs `LAUNCHER` instead,
@@ -27,13 +29,12 @@ import select
 import shutil
 import sys
 import tempfile
-import traceback
 import types
 import warnings
 import zipfile
 
 import mitogen.core
-from ansible_mitogen import target
+from ansible_mitogen import fresh_child, target
 
 #: What the AnsiballZ wrapper does before handing over to the module's
 #: runner. Run by `python -c` with the modlib path in argv[1] and the spec
@@ -150,38 +151,26 @@ def _point_packages_at(modlib):
 
 def _run_in_child(spec, modlib, env, chdir, out_w, err_w):
     """Body of the forked child: run the module with stdout and stderr on
-    the given pipes; never returns."""
-    code = 1
+    the given pipes, as a fresh interpreter would run it; never returns."""
+    status, interrupted = 1, False
     try:
         try:
             os.setsid()
         except OSError:
             pass  # the parent's setpgid() came first: a group of our own already
-        os.dup2(out_w, 1)
-        os.dup2(err_w, 2)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
+        fresh_child.reset(out_w, err_w)
         try:
-            sys.meta_path[:] = [f for f in sys.meta_path
-                                if not isinstance(f, mitogen.core.Importer)]
             os.environ.update(env)
             target.enter_directory(chdir)
             sys.dont_write_bytecode = False  # the next run imports the modlib's bytecode
             _point_packages_at(modlib)
             _launcher()(spec, modlib)
-        except SystemExit as e:
-            if e.code is None or isinstance(e.code, int):
-                code = e.code or 0
-            else:
-                sys.stderr.write('%s\n' % (e.code,))
-        except BaseException:
-            traceback.print_exc()
+            status = 0
+        except BaseException as e:
+            interrupted = isinstance(e, KeyboardInterrupt) and sys.version_info >= (3, 8)
+            status = fresh_child.exit_status(e)
     finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+        fresh_child.finish(status, interrupted)
 
 
 def _collect(pid, out_r, err_r):
