@@ -37,14 +37,33 @@ import mitogen.core
 from ansible_mitogen import fresh_child, target
 
 #: What the AnsiballZ wrapper does before handing over to the module's
-#: runner. Run by `python -c` with the modlib path in argv[1] and the spec
-#: as JSON on stdin, or exec'd here for the forked runs.
+#: runner, after making the remote_tmp that stock's task directory for the
+#: module would be in (AnsibleModule would make it, and warn that it did).
+#: Run by `python -c` with the modlib path in argv[1] and the spec as JSON
+#: on stdin, or exec'd here for the forked runs.
 LAUNCHER = r'''
+import json
 import os
 import sys
 
 
+def make_remote_tmp(params):
+    args = json.loads(params).get('ANSIBLE_MODULE_ARGS', {})
+    if not args.get('_ansible_remote_tmp') or args.get('_ansible_tmpdir'):
+        return
+    path = os.path.expanduser(os.path.expandvars(args['_ansible_remote_tmp']))
+    if not os.path.isdir(path):
+        umask = os.umask(0o077)
+        try:
+            os.makedirs(path)
+        except OSError:
+            pass  # AnsibleModule reports it
+        finally:
+            os.umask(umask)
+
+
 def launch(spec, modlib):
+    make_remote_tmp(spec['params'])
     try:
         os.getcwd()
     except OSError:
@@ -71,7 +90,6 @@ def launch(spec, modlib):
 
 
 if __name__ == '__main__':
-    import json
     launch(json.loads(sys.stdin.read()), sys.argv[1])
 '''
 

@@ -263,14 +263,22 @@ def test_a_forked_module_starts_and_exits_as_in_a_fresh_interpreter(router, tmp_
     second_dir.mkdir()
     build_dir = tmp_path / 'build'
     build_dir.mkdir()
-    payload = ansiballz.parse(build_payload(build_dir, {'dir': str(first_dir)},
-                                            source=EXIT_MODULE, name='exit_module'))
+    remote_tmp = tmp_path / 'remote' / 'tmp'
+    payload = ansiballz.parse(build_payload(
+        build_dir, {'dir': str(first_dir), '_ansible_remote_tmp': str(remote_tmp)},
+        source=EXIT_MODULE, name='exit_module'))
     assert payload is not None
     expected = fresh_report()
     first = result(run(context, payload, send=True))
     assert first['report'] == expected
     assert files_in(first_dir) == {'atexit': 'atexit', 'thread': 'thread', 'left-open': ''}
+    # AnsibleModule's temporary directory, in a remote_tmp made as stock's task
+    # directory would have made it (else AnsibleModule warns that it made it)
+    assert os.path.dirname(first['module_tmpdir']) == str(remote_tmp)
     assert not os.path.exists(first['module_tmpdir'])
+    assert 'warnings' not in first
+    assert [oct(p.stat().st_mode & 0o777) for p in (remote_tmp.parent, remote_tmp)] == [
+        '0o700', '0o700']
 
     # what the context changes after its start is not inherited by later runs
     kept = context.call(remote_helpers.disturb_process_state, str(tmp_path))
