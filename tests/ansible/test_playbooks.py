@@ -16,7 +16,8 @@ pytestmark = [pytest.mark.needs_testbed, pytest.mark.timeout(300)]
 PRESENT, ABSENT = object(), object()
 
 #: Checks on the stock results, so a playbook that stops testing what it says fails here
-#: rather than comparing two identical non-results: (host, task) -> expected fields.
+#: rather than comparing two identical non-results: (host, task) -> expected fields (a
+#: value, PRESENT, ABSENT, or a predicate on the value).
 EXPECTED: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
     "command_shell.yml": {
         ("plain", "command with stdout"): {"rc": 0, "stdout": "hello world", "changed": True},
@@ -120,6 +121,24 @@ EXPECTED: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
         ("plain", "a module once Python exists"): {"failed": False},
         ("sudo_nopw", "a command once Python exists"): {"stdout": "root"},
     },
+    "module_exit.yml": {
+        ("plain", "nothing left in the remote tmp"): {"rc": 0, "stdout": ""},
+        ("sudo_nopw", "nothing left in the remote tmp"): {"rc": 0, "stdout": ""},
+        ("sudo_nopw", "nothing left in the remote tmp with become"): {"rc": 0, "stdout": ""},
+        ("plain", "work left for the interpreter's exit"): {"changed": True},
+        ("sudo_nopw", "work left for the interpreter's exit, with become"): {"changed": True},
+        ("plain", "signal dispositions"): {
+            "msg": lambda m: (
+                m["SIGINT"] == "default_int_handler"
+                and m["SIGPIPE"] == "SIG_IGN"
+                and m["SIGTERM"] == "SIG_DFL"
+            )
+        },
+        ("plain", "blocked signals"): {"msg": []},
+        ("plain", "signal dispositions through connection local"): {
+            "msg": lambda m: m["SIGINT"] == "default_int_handler"
+        },
+    },
     "serial.yml": {
         ("sudo_pw", "third play"): None,
         ("plain", "third play"): {"stdout": "plain"},
@@ -149,6 +168,8 @@ def check_expected(run: Any, playbook: str) -> None:
             where = f"{playbook} {host} {task!r}: {key}\n{result}"
             if value is PRESENT or value is ABSENT:
                 assert (key in result) == (value is PRESENT), where
+            elif callable(value):
+                assert value(result.get(key)), where
             else:
                 assert result.get(key) == value, where
 
