@@ -22,6 +22,7 @@ Imported over the wire into targets: standard library and mitogen only,
 Python 3.6+, never Ansible controller code.
 """
 
+import errno
 import io
 import json
 import os
@@ -252,7 +253,14 @@ def run_module(spec, digest, modlib_data, env, chdir, interpreter, router):
     if same_python and _warm_up(modlib):
         rc, stdout, stderr = _run_forked(spec, modlib, env, chdir)
     else:
-        rc, stdout, stderr = target.run_process(
-            [interpreter, '-c', LAUNCHER, modlib], json.dumps(spec).encode(), chdir, env)
+        try:
+            rc, stdout, stderr = target.run_process(
+                [interpreter, '-c', LAUNCHER, modlib], json.dumps(spec).encode(), chdir, env)
+        except OSError as e:
+            if e.filename != interpreter:
+                raise
+            # what the shell that runs stock's command says
+            rc = 127 if e.errno == errno.ENOENT else 126
+            stdout, stderr = b'', ('%s: %s\n' % (interpreter, e.strerror)).encode()
         rc = target.shell_status(rc)
     return rc, mitogen.core.Blob(stdout), mitogen.core.Blob(stderr)
