@@ -1,6 +1,8 @@
 """Interpreters as with stock Ansible: interpreter lines with arguments, interpreters
 named by ansible_<language>_interpreter for every module style and the script action
-(interpreters.yml)."""
+(interpreters.yml), and Python interpreter discovery with auto, auto_silent and
+auto_legacy: the interpreter found, the warnings printed and the fact stored
+(discovery.yml)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.ansible.harness import Harness
+from tests.ansible.harness import Harness, PlaybookRun
 
 pytestmark = [pytest.mark.needs_testbed, pytest.mark.timeout(300)]
 
@@ -69,4 +71,46 @@ def test_interpreter_lines_as_with_stock(harness: Harness) -> None:
         stock.result("plain", "script with an executable that sets a variable")["stdout"]
         == "VAR=y\r\n"
     )
+    comparison.assert_same()
+
+
+def discovered_warning(host: str, interpreter: str) -> str:
+    return (
+        f"Host {host!r} is using the discovered Python interpreter at {interpreter!r}, but "
+        "future installation of another Python interpreter could cause a different "
+        "interpreter to be discovered."
+    )
+
+
+def check_discovery(run: PlaybookRun, pythons: dict[str, str]) -> None:
+    for host in ("plain", "sudo_nopw"):
+        auto = run.result(host, "auto")
+        found = run.result(host, "the discovered fact")["msg"]
+        assert found.startswith("/"), found
+        assert auto["warnings"] == [discovered_warning(host, found)], auto
+        assert run.result(host, "the discovered fact in hostvars")["msg"] == found
+        assert "warnings" not in run.result(host, "a command with the discovered interpreter")
+        silent = run.result(host, "auto_silent, with become where there is sudo")
+        assert not silent["failed"] and "warnings" not in silent, silent
+        assert run.result(host, "the fact discovered silently")["msg"] == found
+    legacy = run.result("plain", "auto_legacy")
+    assert legacy["failed"], legacy
+    assert legacy["msg"] == "The module interpreter 'auto_legacy' was not found.", legacy
+    none_found = run.result("plain", "auto finding none of the candidates")
+    assert none_found["warnings"] == [
+        "No python interpreters found for host 'plain' (tried ['python2.99', "
+        "'/nonexistent/python3'])."
+    ], none_found
+    assert run.result("plain", "the fallback fact")["msg"] == "/usr/bin/python3"
+    listed = run.result("sudo_nopw", "auto with a candidate list, with become")
+    assert listed["msg"] == "3.12 root", listed
+    assert listed["warnings"] == [discovered_warning("sudo_nopw", pythons["3.12"])]
+    assert run.result("sudo_nopw", "the fact from the candidate list")["msg"] is True
+    assert run.result("plain", "the Python that gathered facts")["msg"] is True
+
+
+def test_interpreter_discovery_as_with_stock(harness: Harness) -> None:
+    comparison = harness.compare("discovery.yml", ignore=STREAMS)
+    pythons = {p.short: str(p.executable) for p in harness.testbed.pythons}
+    check_discovery(comparison.baseline, pythons)
     comparison.assert_same()
