@@ -18,6 +18,7 @@ one absolute path runs through stock's command (module_interpreter()).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Callable
@@ -124,6 +125,10 @@ class ActionModuleMixin:
                 self._compute_environment_string(environment)  # type: ignore[attr-defined]
             # as the shell's env_prefix() spells them
             environment = {str(k): str(v) for k, v in environment.items()}
+            # Without become, stock's task directory is in the remote_tmp the
+            # module sees; with it, in the login user's (module_runner.py).
+            payload = dataclasses.replace(payload, spec=dict(
+                payload.spec, ensure_remote_tmp=not self._connection.become))
             rc, stdout, stderr = self._connection.run_module(
                 payload, environment, chdir, interpreter)
         else:

@@ -38,10 +38,11 @@ import mitogen.core
 from ansible_mitogen import fresh_child, target
 
 #: What the AnsiballZ wrapper does before handing over to the module's
-#: runner, after making the remote_tmp that stock's task directory for the
-#: module would be in (AnsibleModule would make it, and warn that it did).
-#: Run by `python -c` with the modlib path in argv[1] and the spec as JSON
-#: on stdin, or exec'd here for the forked runs.
+#: runner, after making the remote_tmp if the spec's `ensure_remote_tmp`
+#: says stock's task directory for the module would be in it (else
+#: AnsibleModule makes it, and warns that it did). Run by `python -c` with
+#: the modlib path in argv[1] and the spec as JSON on stdin, or exec'd here
+#: for the forked runs.
 LAUNCHER = r'''
 import json
 import os
@@ -64,7 +65,8 @@ def make_remote_tmp(params):
 
 
 def launch(spec, modlib):
-    make_remote_tmp(spec['params'])
+    if spec.get('ensure_remote_tmp'):
+        make_remote_tmp(spec['params'])
     try:
         os.getcwd()
     except OSError:

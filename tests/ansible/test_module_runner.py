@@ -3,6 +3,7 @@ with payloads built by the running ansible-core and a real local target context.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -264,10 +265,12 @@ def test_a_forked_module_starts_and_exits_as_in_a_fresh_interpreter(router, tmp_
     build_dir = tmp_path / 'build'
     build_dir.mkdir()
     remote_tmp = tmp_path / 'remote' / 'tmp'
-    payload = ansiballz.parse(build_payload(
+    parsed = ansiballz.parse(build_payload(
         build_dir, {'dir': str(first_dir), '_ansible_remote_tmp': str(remote_tmp)},
         source=EXIT_MODULE, name='exit_module'))
-    assert payload is not None
+    assert parsed is not None
+    # as the action mixin says for a task without become
+    payload = dataclasses.replace(parsed, spec=dict(parsed.spec, ensure_remote_tmp=True))
     expected = fresh_report()
     first = result(run(context, payload, send=True))
     assert first['report'] == expected
