@@ -127,6 +127,10 @@ def _fresh_stdio():
 
 
 def _restore_signals():
+    try:
+        signal.set_wakeup_fd(-1)
+    except ValueError:
+        pass  # not the main thread: there is none to undo
     for signum, handler in _START["handlers"].items():
         if signal.getsignal(signum) != handler:
             try:
