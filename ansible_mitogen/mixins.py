@@ -12,11 +12,13 @@ payload and pipes it to python; the mixin recognises that payload, reads
 its arguments back (ansiballz.py) and has the target run the module in a
 fork of its warm interpreter with a cached copy of the module_utils zip
 (module_runner.py), so Ansible's own argument handling, async, environment
-and result parsing stay untouched.
+and result parsing stay untouched. A module whose interpreter line is not
+one absolute path runs through stock's command (module_interpreter()).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Callable
@@ -44,6 +46,19 @@ def mitogen_only(method: _Method) -> _Method:
         return getattr(super(ActionModuleMixin, self), name)(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def module_interpreter(shebang: str | None) -> str | None:
+    """The interpreter of interpreter line `shebang` if the line is one
+    absolute path, else None. Stock Ansible runs the line as one quoted word
+    (the shell plugin's build_module_command()): a line with arguments, such
+    as '#!/usr/bin/env python3' or '#!/usr/bin/python3 -E', fails there with
+    "not found", and a bare name is looked up in PATH. Modules with such
+    lines run through stock's own command."""
+    if not shebang or not shebang.startswith('#!'):
+        return None
+    line = shebang[2:].strip()
+    return line if line.startswith('/') and len(line.split()) == 1 else None
 
 
 class ActionModuleMixin:
@@ -76,14 +91,16 @@ class ActionModuleMixin:
         self._mitogen_module = result[0]
         return result
 
-    def _pipelined_module(self, in_data: bytes | None) -> Any:
-        """The built module if `in_data` is its new-style Python payload."""
+    def _pipelined_module(self, in_data: bytes | None) -> tuple[Any, str] | None:
+        """The built module and its interpreter if `in_data` is its new-style
+        Python payload and its interpreter line one path (module_interpreter())."""
         built = self._mitogen_module
         if built is None or in_data is None or in_data is not built.b_module_data:
             return None
-        if built.module_style != 'new' or not (built.shebang or '').startswith('#!'):
+        interpreter = module_interpreter(built.shebang)
+        if built.module_style != 'new' or interpreter is None:
             return None
-        return built
+        return built, interpreter
 
     @mitogen_only
     def _low_level_execute_command(self, cmd: str, sudoable: bool = True,
@@ -99,15 +116,19 @@ class ActionModuleMixin:
             executable = self._connection._shell.executable
         if self._connection.transport == 'local' and chdir is None:
             chdir = self._loader.get_basedir()
-        built = self._pipelined_module(in_data)
-        payload = None if built is None else ansiballz.parse(in_data)  # type: ignore[arg-type]
-        if payload is not None:
+        pipelined = self._pipelined_module(in_data)
+        payload = None if pipelined is None else ansiballz.parse(in_data)  # type: ignore[arg-type]
+        if pipelined is not None and payload is not None:
+            built, interpreter = pipelined
             environment: dict[str, Any] = {}
             if not compat.module_applies_environment(built):
                 self._compute_environment_string(environment)  # type: ignore[attr-defined]
             # as the shell's env_prefix() spells them
             environment = {str(k): str(v) for k, v in environment.items()}
-            interpreter = built.shebang[2:].strip().split()[0]
+            # Without become, stock's task directory is in the remote_tmp the
+            # module sees; with it, in the login user's (module_runner.py).
+            payload = dataclasses.replace(payload, spec=dict(
+                payload.spec, ensure_remote_tmp=not self._connection.become))
             rc, stdout, stderr = self._connection.run_module(
                 payload, environment, chdir, interpreter)
         else:

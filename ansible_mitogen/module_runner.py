@@ -10,7 +10,9 @@ which imported `ansible.module_utils.basic` once from the first modlib, so
 a run costs a fork instead of a Python start plus the imports. Each run
 gets a fresh fork, so module globals never leak from one task into the
 next, and the modlib stays on disk for modules that respawn under another
-interpreter.
+interpreter. The fork starts and exits as a fresh interpreter would
+(fresh_child.py): AnsibleModule's atexit cleanup runs, output is flushed,
+signals are as at start.
 
 Where forking cannot serve (the task wants another Python, or this one
 cannot import the modlib), a new interpreter runs `LAUNCHER` instead,
@@ -20,6 +22,7 @@ Imported over the wire into targets: standard library and mitogen only,
 Python 3.6+, never Ansible controller code.
 """
 
+import errno
 import io
 import json
 import os
@@ -27,23 +30,43 @@ import select
 import shutil
 import sys
 import tempfile
-import traceback
 import types
 import warnings
 import zipfile
 
 import mitogen.core
-from ansible_mitogen import target
+from ansible_mitogen import fresh_child, target
 
 #: What the AnsiballZ wrapper does before handing over to the module's
-#: runner. Run by `python -c` with the modlib path in argv[1] and the spec
-#: as JSON on stdin, or exec'd here for the forked runs.
+#: runner, after making the remote_tmp if the spec's `ensure_remote_tmp`
+#: says stock's task directory for the module would be in it (else
+#: AnsibleModule makes it, and warns that it did). Run by `python -c` with
+#: the modlib path in argv[1] and the spec as JSON on stdin, or exec'd here
+#: for the forked runs.
 LAUNCHER = r'''
+import json
 import os
 import sys
 
 
+def make_remote_tmp(params):
+    args = json.loads(params).get('ANSIBLE_MODULE_ARGS', {})
+    if not args.get('_ansible_remote_tmp') or args.get('_ansible_tmpdir'):
+        return
+    path = os.path.expanduser(os.path.expandvars(args['_ansible_remote_tmp']))
+    if not os.path.isdir(path):
+        umask = os.umask(0o077)
+        try:
+            os.makedirs(path)
+        except OSError:
+            pass  # AnsibleModule reports it
+        finally:
+            os.umask(umask)
+
+
 def launch(spec, modlib):
+    if spec.get('ensure_remote_tmp'):
+        make_remote_tmp(spec['params'])
     try:
         os.getcwd()
     except OSError:
@@ -70,7 +93,6 @@ def launch(spec, modlib):
 
 
 if __name__ == '__main__':
-    import json
     launch(json.loads(sys.stdin.read()), sys.argv[1])
 '''
 
@@ -150,38 +172,26 @@ def _point_packages_at(modlib):
 
 def _run_in_child(spec, modlib, env, chdir, out_w, err_w):
     """Body of the forked child: run the module with stdout and stderr on
-    the given pipes; never returns."""
-    code = 1
+    the given pipes, as a fresh interpreter would run it; never returns."""
+    status, interrupted = 1, False
     try:
         try:
             os.setsid()
         except OSError:
             pass  # the parent's setpgid() came first: a group of our own already
-        os.dup2(out_w, 1)
-        os.dup2(err_w, 2)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
+        fresh_child.reset(out_w, err_w)
         try:
-            sys.meta_path[:] = [f for f in sys.meta_path
-                                if not isinstance(f, mitogen.core.Importer)]
             os.environ.update(env)
             target.enter_directory(chdir)
             sys.dont_write_bytecode = False  # the next run imports the modlib's bytecode
             _point_packages_at(modlib)
             _launcher()(spec, modlib)
-        except SystemExit as e:
-            if e.code is None or isinstance(e.code, int):
-                code = e.code or 0
-            else:
-                sys.stderr.write('%s\n' % (e.code,))
-        except BaseException:
-            traceback.print_exc()
+            status = 0
+        except BaseException as e:
+            interrupted = isinstance(e, KeyboardInterrupt) and sys.version_info >= (3, 8)
+            status = fresh_child.exit_status(e)
     finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+        fresh_child.finish(status, interrupted)
 
 
 def _collect(pid, out_r, err_r):
@@ -245,7 +255,14 @@ def run_module(spec, digest, modlib_data, env, chdir, interpreter, router):
     if same_python and _warm_up(modlib):
         rc, stdout, stderr = _run_forked(spec, modlib, env, chdir)
     else:
-        rc, stdout, stderr = target.run_process(
-            [interpreter, '-c', LAUNCHER, modlib], json.dumps(spec).encode(), chdir, env)
+        try:
+            rc, stdout, stderr = target.run_process(
+                [interpreter, '-c', LAUNCHER, modlib], json.dumps(spec).encode(), chdir, env)
+        except OSError as e:
+            if e.filename != interpreter:
+                raise
+            # what the shell that runs stock's command says
+            rc = 127 if e.errno == errno.ENOENT else 126
+            stdout, stderr = b'', ('%s: %s\n' % (interpreter, e.strerror)).encode()
         rc = target.shell_status(rc)
     return rc, mitogen.core.Blob(stdout), mitogen.core.Blob(stderr)

@@ -69,8 +69,17 @@ def fit_open_files(
     return dataclasses.replace(limits, total=total)
 
 
+def _outlive_interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C reaches ansible-playbook's whole process group: the mux lives
+    on until its stdin closes, then shuts every context down."""
+
+
 def main() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        # A handler rather than SIG_IGN, which the interpreters the mux
+        # starts (connection local) would inherit: a fresh Python run by
+        # stock Ansible has SIGINT raise KeyboardInterrupt.
+        signal.signal(signal.SIGINT, _outlive_interrupt)
     try:
         limits = ansible_mitogen.services.Limits.from_environment(os.environ)
     except ValueError as e:

@@ -178,3 +178,31 @@ def import_virtual(modname, attr):
     sys.meta_path.append(VirtualModules({modname: {attr: 'local'}}))
     module = importlib.import_module(modname)
     return getattr(module, attr, None), type(module.__spec__.loader).__name__
+
+
+_disturbances = []
+
+
+def disturb_process_state(directory):
+    """Change what a fork of this context inherits and a fresh interpreter would not
+    have: signal dispositions and mask, an atexit handler and a weakref.finalize
+    callback (a TemporaryDirectory kept open) that would write or remove files under
+    `directory`, an open file with unflushed data. Returns the TemporaryDirectory's path."""
+    import atexit
+    import signal
+    import tempfile
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, lambda signum, frame: None)
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR2])
+
+    def write_marker():
+        with open(os.path.join(directory, 'context-atexit'), 'w') as fp:
+            fp.write('the context exited')
+
+    atexit.register(write_marker)
+    kept = tempfile.TemporaryDirectory(dir=directory)
+    pending = open(os.path.join(directory, 'context-pending'), 'w')
+    pending.write('written by the context only')
+    _disturbances.extend((kept, pending))
+    return kept.name

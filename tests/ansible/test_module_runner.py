@@ -3,11 +3,13 @@ with payloads built by the running ansible-core and a real local target context.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -19,6 +21,7 @@ import pytest
 
 import mitogen.core
 from ansible_mitogen import ansiballz, module_runner
+from tests import remote_helpers
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -157,6 +160,152 @@ def test_crashing_module_fails_with_its_error(router, tmp_path) -> None:
     after = ansiballz.parse(build_payload(tmp_path, {'word': 'after'}))
     assert after is not None and after.modlib == payload.modlib
     assert result(run(context, after, send=False))['word'] == 'after'
+
+
+#: Reports what an interpreter starts with: run by a module, and by a fresh Python for
+#: reference.
+REPORT = r"""
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+
+
+def report():
+    handlers = {}
+    for signum in signal.valid_signals():
+        handler = signal.getsignal(signum)
+        if handler is signal.default_int_handler:
+            handlers[int(signum)] = 'default_int_handler'
+        elif handler in (signal.SIG_DFL, signal.SIG_IGN):
+            handlers[int(signum)] = signal.Handlers(handler).name
+        else:
+            handlers[int(signum)] = repr(handler)
+    stdio = {}
+    for name in ('stdin', 'stdout', 'stderr'):
+        stream = getattr(sys, name)
+        stdio[name] = [stream.fileno(), stream.line_buffering, stream.write_through,
+                       stream.encoding, stream.errors, stream is getattr(sys, '__%s__' % name)]
+    return {
+        'signals': handlers,
+        'blocked': sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])),
+        'stdio': stdio,
+        'fds': sorted(int(fd) for fd in os.listdir('/proc/self/fd')),
+        'threads': [t.name for t in threading.enumerate()],
+        'log_handlers': len(logging.getLogger().handlers),
+        'log_level': logging.getLogger().level,
+        'importers': [type(f).__module__ for f in sys.meta_path
+                      if type(f).__module__.startswith('mitogen')],
+    }
+"""
+
+#: A module that leaves work for the interpreter's exit: an atexit handler, a
+#: non-daemon thread, a TemporaryDirectory never cleaned up, AnsibleModule's own
+#: temporary directory, and a file never closed (which stays unflushed: runpy leaves
+#: the module's globals unfinalised); `interrupt` ends it by KeyboardInterrupt.
+EXIT_MODULE = """#!/usr/bin/python
+from ansible.module_utils.basic import AnsibleModule
+import atexit
+import tempfile
+import time
+""" + REPORT + """
+
+LEFT = []
+
+
+def write(path, text):
+    with open(path, 'w') as fp:
+        fp.write(text)
+
+
+def write_later(path):
+    time.sleep(0.2)
+    write(path, 'thread')
+
+
+def main():
+    module = AnsibleModule(argument_spec=dict(dir=dict(type='str'),
+                                              interrupt=dict(type='bool')))
+    if module.params['interrupt']:
+        raise KeyboardInterrupt()
+    started_with = report()
+    directory = module.params['dir']
+    atexit.register(write, os.path.join(directory, 'atexit'), 'atexit')
+    threading.Thread(target=write_later, args=(os.path.join(directory, 'thread'),)).start()
+    stream = open(os.path.join(directory, 'left-open'), 'w')
+    stream.write('left open')
+    LEFT.append(stream)
+    LEFT.append(tempfile.TemporaryDirectory(dir=directory))
+    module.exit_json(report=started_with, module_tmpdir=module.tmpdir)
+
+
+if __name__ == '__main__':
+    main()
+"""
+
+
+def fresh_report() -> dict[str, Any]:
+    """What a Python started like the test's local contexts reports."""
+    out = subprocess.run([sys.executable, '-c', REPORT + 'print(json.dumps(report()))'],
+                         stdin=subprocess.DEVNULL, capture_output=True, check=True).stdout
+    return json.loads(out)
+
+
+def files_in(directory: Path) -> dict[str, str]:
+    return {p.name: p.read_text() if p.is_file() else 'dir' for p in directory.iterdir()}
+
+
+def test_a_forked_module_starts_and_exits_as_in_a_fresh_interpreter(router, tmp_path) -> None:
+    context = router.local(python_path=sys.executable)
+    first_dir, second_dir = tmp_path / 'first', tmp_path / 'second'
+    first_dir.mkdir()
+    second_dir.mkdir()
+    build_dir = tmp_path / 'build'
+    build_dir.mkdir()
+    remote_tmp = tmp_path / 'remote' / 'tmp'
+    parsed = ansiballz.parse(build_payload(
+        build_dir, {'dir': str(first_dir), '_ansible_remote_tmp': str(remote_tmp)},
+        source=EXIT_MODULE, name='exit_module'))
+    assert parsed is not None
+    # as the action mixin says for a task without become
+    payload = dataclasses.replace(parsed, spec=dict(parsed.spec, ensure_remote_tmp=True))
+    expected = fresh_report()
+    first = result(run(context, payload, send=True))
+    assert first['report'] == expected
+    assert files_in(first_dir) == {'atexit': 'atexit', 'thread': 'thread', 'left-open': ''}
+    # AnsibleModule's temporary directory, in a remote_tmp made as stock's task
+    # directory would have made it (else AnsibleModule warns that it made it)
+    assert os.path.dirname(first['module_tmpdir']) == str(remote_tmp)
+    assert not os.path.exists(first['module_tmpdir'])
+    assert 'warnings' not in first
+    assert [oct(p.stat().st_mode & 0o777) for p in (remote_tmp.parent, remote_tmp)] == [
+        '0o700', '0o700']
+
+    # what the context changes after its start is not inherited by later runs
+    kept = context.call(remote_helpers.disturb_process_state, str(tmp_path))
+    again = ansiballz.parse(build_payload(build_dir, {'dir': str(second_dir)},
+                                          source=EXIT_MODULE, name='exit_module'))
+    assert again is not None
+    second = result(run(context, again, send=False))
+    assert second['report'] == expected
+    assert files_in(second_dir) == {'atexit': 'atexit', 'thread': 'thread', 'left-open': ''}
+    assert not os.path.exists(second['module_tmpdir'])
+    assert os.path.isdir(kept)
+    assert not (tmp_path / 'context-atexit').exists()
+    assert (tmp_path / 'context-pending').read_text() == ''
+    context.shutdown(wait=True)
+
+
+def test_an_uncaught_keyboard_interrupt_ends_the_run_by_sigint(router, tmp_path) -> None:
+    payload = ansiballz.parse(build_payload(tmp_path, {'interrupt': True},
+                                            source=EXIT_MODULE, name='exit_module'))
+    assert payload is not None
+    context = router.local(python_path=sys.executable)
+    rc, _, stderr = run(context, payload, send=True)
+    assert rc == 128 + signal.SIGINT  # as the shell stock runs it through reports it
+    assert b'KeyboardInterrupt' in bytes(stderr)
 
 
 RESPAWN_MODULE = '''#!/usr/bin/python

@@ -30,7 +30,8 @@ def on_hosts(hosts: tuple[str, ...], checks: dict[str, dict[str, Any]]) -> dict:
 
 
 #: Checks on the stock results, so a playbook that stops testing what it says fails here
-#: rather than comparing two identical non-results: (host, task) -> expected fields.
+#: rather than comparing two identical non-results: (host, task) -> expected fields (a
+#: value, PRESENT, ABSENT, or a predicate on the value).
 EXPECTED: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
     "command_shell.yml": {
         ("plain", "command with stdout"): {"rc": 0, "stdout": "hello world", "changed": True},
@@ -133,6 +134,24 @@ EXPECTED: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
         ("sudo_nopw", "script without Python"): {"rc": 0},
         ("plain", "a module once Python exists"): {"failed": False},
         ("sudo_nopw", "a command once Python exists"): {"stdout": "root"},
+    },
+    "module_exit.yml": {
+        ("plain", "nothing left in the remote tmp"): {"rc": 0, "stdout": ""},
+        ("sudo_nopw", "nothing left in the remote tmp"): {"rc": 0, "stdout": ""},
+        ("sudo_nopw", "nothing left in the remote tmp with become"): {"rc": 0, "stdout": ""},
+        ("plain", "work left for the interpreter's exit"): {"changed": True},
+        ("sudo_nopw", "work left for the interpreter's exit, with become"): {"changed": True},
+        ("plain", "signal dispositions"): {
+            "msg": lambda m: (
+                m["SIGINT"] == "default_int_handler"
+                and m["SIGPIPE"] == "SIG_IGN"
+                and m["SIGTERM"] == "SIG_DFL"
+            )
+        },
+        ("plain", "blocked signals"): {"msg": []},
+        ("plain", "signal dispositions through connection local"): {
+            "msg": lambda m: m["SIGINT"] == "default_int_handler"
+        },
     },
     "serial.yml": {
         ("sudo_pw", "third play"): None,
@@ -308,6 +327,8 @@ def check_expected(run: Any, playbook: str) -> None:
             where = f"{playbook} {host} {task!r}: {key}\n{result}"
             if value is PRESENT or value is ABSENT:
                 assert (key in result) == (value is PRESENT), where
+            elif callable(value):
+                assert value(result.get(key)), where
             else:
                 assert result.get(key) == value, where
 
@@ -369,7 +390,8 @@ def test_other_strategies_match_their_builtin(
 
 
 def test_every_playbook_is_tested() -> None:
-    # used by test_strategy.py, test_fallback.py and test_bad_modules.py
+    # used by test_strategy.py, test_fallback.py, test_bad_modules.py, test_per_item.py,
+    # test_lost_link.py and test_interpreters.py
     special = {
         "recording.yml",
         "divergent.yml",
@@ -378,6 +400,8 @@ def test_every_playbook_is_tested() -> None:
         "bad_modules.yml",
         "per_item.yml",
         "lost_link.yml",
+        "interpreters.yml",
+        "discovery.yml",
     }
     on_disk = {p.name for p in PLAYBOOK_DIR.glob("*.yml")} - special
     assert on_disk == set(PLAYBOOKS)

@@ -45,6 +45,7 @@ RESULT_KEYS = (
     "diff",
     "skip_reason",
     "false_condition",
+    "warnings",
 )
 
 

@@ -1,0 +1,2 @@
+# A script without an interpreter line, for the script action's `executable`.
+echo "VAR=$VAR"
