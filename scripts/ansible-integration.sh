@@ -3,9 +3,10 @@
 # once with the stock `linear` strategy and once with our `mitogen_linear`, each target
 # and strategy in a fresh throwaway Docker container (many targets are destructive: they
 # create users, pip-install packages, edit /etc), and judge the result against
-# scripts/integration/expected.toml, the one list of plumbing-only differences. Prints a
-# table target / linear / mitogen_linear / expected difference (result, seconds) and
-# writes it to $WORK/results.md. CI runs it (scripts/test.sh with FULL=1).
+# scripts/integration/expected.toml, the one list of expected differences (plumbing, and
+# known bugs until they are fixed). Prints a table target / linear / mitogen_linear /
+# expected difference (result, seconds) and writes it to $WORK/results.md. CI runs it
+# (scripts/test.sh with FULL=1).
 #
 #   scripts/ansible-integration.sh                 all default targets (list below)
 #   scripts/ansible-integration.sh ping copy       only these targets
@@ -13,11 +14,12 @@
 # The run fails (exit 1) when a target fails with linear (an environment problem), fails
 # with mitogen_linear for a reason expected.toml does not list, or an expected difference
 # no longer happens or fails at another point than recorded; scripts/integration/verdict.py
-# holds these rules. For a target whose only differences are plumbing checks,
-# expected.toml names a patch (scripts/integration/patches/) that turns just those checks
-# into tasks allowed to fail, so the rest of the target still runs with Mitogen; the
-# patch is applied here to a copy of the target's files, mounted over the image's for
-# both strategies (with linear, those checks must pass).
+# holds these rules. For a target with such differences, expected.toml names a patch
+# (scripts/integration/patches/) that turns just those checks into tasks allowed to
+# fail, so the rest of the target still runs with Mitogen; the patch is applied here to
+# a copy of the target's files, mounted over the image's for both strategies (with
+# linear, those checks must pass). Patches also hand the run's strategy to the few
+# ansible runs of a target that choose their own (handlers, template, connection_ssh).
 #
 # Run as root on Debian 12 (bookworm). It installs docker.io, debootstrap and patch,
 # starts a private dockerd (own socket, data-root and pidfile under $WORK; no bridge, no

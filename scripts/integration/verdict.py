@@ -1,8 +1,9 @@
 """Judge a run of scripts/ansible-integration.sh against expected.toml.
 
 The shell script owns the containers; this module owns the rules. It reads
-expected.toml (the one list of plumbing-only differences between `linear` and
-`mitogen_linear`, target by target) and the per-run directories the script wrote
+expected.toml (the one list of expected differences between `linear` and
+`mitogen_linear`, target by target, each classed "plumbing:" or "bug:") and the
+per-run directories the script wrote
 (<run>/<strategy>/<target>/{rc,seconds,ansible-test.log,ansible.log}), decides each
 target's verdict, writes the results table and exits non-zero when CI must fail.
 
@@ -10,27 +11,27 @@ Commands (run with the Python 3.12 the script copies into the image, stdlib only
 
   verdict.py check EXPECTED TARGET...
       Validate EXPECTED; print one line "TARGET<TAB>PATCH" per patch to apply to
-      the mitogen_linear run of a selected TARGET.
-  verdict.py report EXPECTED RUN_DIR REPORT --strategies "S..." --header LINE... -- TARGET...
+      the runs of a selected TARGET.
+  verdict.py report EXPECTED RUN_DIR REPORT --strategies="S..." [--header=LINE...] TARGET...
       Judge the run, write the markdown table to REPORT, print it, then a closing
-      line "integration: N passed, N failed". Exit 0 when everything is as expected,
-      1 when a rule below is broken.
+      line "integration: N passed, N failed" (one count per run). Exit 0 when
+      everything is as expected, 1 when a rule below is broken, 2 when EXPECTED is bad.
 
-Rules, per target:
-Both strategies run the target with the entry's patches applied (none: as shipped).
+Rules, per target. Both strategies run the target with the entry's patches applied
+(without an entry: as shipped).
 - `linear` must pass: the target works in this environment; and none of the entry's
   differences may happen with it, which proves that every check a patch moved out still
   holds with stock Ansible (and that a check a patch added is right).
 - `mitogen_linear`
   - must show in its ansible.log that our strategy ran in every ansible process that
     reported a task result ("ansible_mitogen from", logged once per process by
-    StrategyMixin), and no stock connection plumbing ("ESTABLISH ... CONNECTION",
+    StrategyMixin), and no stock connection plumbing ("<host> ESTABLISH ... CONNECTION",
     "<host> EXEC ...", "<host> PUT ...") but for the entry's `stock_plumbing_hosts`;
-  - each of the entry's `differences` must still happen: a patch turns each plumbing
-    check into a task named "expected difference <id>: ..." that is allowed to fail
+  - each of the entry's `differences` must still happen: a patch turns each such check
+    into a task named "expected difference <id>: ..." that is allowed to fail
     (`ignore_errors`), or a shell check that prints "expected difference <id>:
     happened"; a difference that no longer happens, or did not run, is an error, so the
-    list stays honest;
+    list stays honest (a fixed bug fails the run until its entry goes);
   - with `fails_at`, the run must fail, and its first unignored failure must be at that
     point ("TASK [name]" or, for a shell step of runme.sh, "+ command"); without it,
     the run must pass.
