@@ -53,7 +53,10 @@
 # every ansible process that reported a task result, and no stock connection plumbing.
 #
 # One run at a time per work directory (a lock in $WORK/run; a second run fails at
-# once). Ctrl-C or a TERM stops the running containers and dockerd before exiting.
+# once). Ctrl-C or a TERM is meant to stop the running containers and dockerd before
+# exiting. Known issue: a TERM that arrives while it waits for the containers can end
+# bash without its EXIT trap (strace: bash resets SIGTERM to the default and re-raises
+# it), leaving dockerd and the containers; the next run stops that dockerd first.
 #
 # Exit status: 0 everything as expected; 1 some target was not (see the table's
 # "Not as expected" list); 2 the setup failed or something was left behind.
