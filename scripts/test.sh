@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the test suite: set up what is missing, lint, then pytest. Extra
 # arguments go to pytest (e.g. scripts/test.sh tests/unit -k fork). Set
-# FULL=1 to include suites marked slow.
+# FULL=1 to include suites marked slow, the other controller and ansible-core
+# versions, and ansible-core's own integration targets (scripts/ansible-integration.sh).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -33,4 +34,6 @@ if [ "${FULL:-0}" = 1 ]; then
         echo "test.sh: Ansible tests again with ansible-core $series"
         run_pytest ".venv-ansible-$series" -q tests/ansible
     done
+    echo "test.sh: ansible-core's own integration targets, linear and mitogen_linear"
+    bash scripts/ansible-integration.sh
 fi
