@@ -48,8 +48,18 @@ def streams(result: dict[str, Any]) -> str:
     return "%s%s" % (result.get("module_stdout", ""), result.get("module_stderr", ""))
 
 
+#: Tasks whose ansible_python_interpreter is not one path: no context can start with it
+#: (stock runs the value as one word, which is not found), so the task runs as stock.
+FALLBACK = {
+    "ansible_python_interpreter with an argument",
+    "ansible_python_interpreter through env",
+    "raw with an ansible_python_interpreter through env",
+    "binary module with an ansible_python_interpreter through env",
+}
+
+
 def test_interpreter_lines_as_with_stock(harness: Harness) -> None:
-    comparison = harness.compare("interpreters.yml", ignore=STREAMS)
+    comparison = harness.compare("interpreters.yml", ignore=STREAMS, fallback=FALLBACK)
     for run in (comparison.baseline, comparison.candidate):
         for task, interpreter in NOT_FOUND.items():
             result = run.result("plain", task)

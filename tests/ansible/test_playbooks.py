@@ -357,9 +357,9 @@ def test_requiretty_with_pipelining_fails_only_stock(harness: Harness) -> None:
     """With pipelining, stock runs sudo without a tty, which `requiretty` refuses; Mitogen
     gives sudo a pty. The other hardened hosts still give the same results."""
     playbook = "hardened_sudo.yml"
-    comparison = harness.compare(
-        playbook, env={"ANSIBLE_PIPELINING": "True"}, **run_options(harness, playbook)
-    )
+    options = run_options(harness, playbook)
+    options["env"] = {**(options["env"] or {}), "ANSIBLE_PIPELINING": "True"}
+    comparison = harness.compare(playbook, **options)
     stock, ours = comparison.baseline, comparison.candidate
     [refused] = stock.results_by_host()["sudo_tty"]
     assert refused["task"] == "become root with a password" and refused["failed"]
