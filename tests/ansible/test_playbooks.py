@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from ansible.release import __version__ as ANSIBLE_VERSION
 
 from tests.ansible.harness import HARDENED_HOST_ROLES, Harness
 from tests.ansible.harness import PLAYBOOKS as PLAYBOOK_DIR
@@ -241,44 +240,6 @@ ENVIRONMENT: dict[str, dict[str, str]] = {
     "home_paths.yml": {"ANSIBLE_REMOTE_USER": "mitogen__nobody"},
 }
 
-#: Known failures: playbook -> (ansible-core series, text in the failure that identifies it).
-KNOWN_BROKEN = {
-    # A module importing ansible.module_utils.six.moves (package_facts and setup do,
-    # through module_utils/facts/system/local.py) fails under Mitogen with 2.19 only.
-    "collection_modules.yml": (
-        "2.19",
-        "cannot import name 'StringIO' from 'ansible.module_utils.six.moves' "
-        "(master:<namespace ansible.module_utils.six.moves>)",
-    ),
-}
-
-
-class KnownBreakage(AssertionError):
-    """The comparison failed, and only in the way KNOWN_BROKEN describes."""
-
-
-def playbook_params() -> list[Any]:
-    """One parameter per playbook; a known breakage is an expected failure, and any
-    other failure of the same playbook still fails."""
-    params = []
-    for playbook in PLAYBOOKS:
-        series, signature = KNOWN_BROKEN.get(playbook, ("", ""))
-        broken = bool(series) and ANSIBLE_VERSION.startswith(series + ".")
-        mark = pytest.mark.xfail(broken, reason=signature, raises=KnownBreakage, strict=True)
-        params.append(pytest.param(playbook, marks=mark))
-    return params
-
-
-def assert_same_or_known(comparison: Any, playbook: str) -> None:
-    try:
-        comparison.assert_same()
-    except AssertionError as e:
-        _series, signature = KNOWN_BROKEN.get(playbook, ("", ""))
-        if signature and signature in str(e):
-            raise KnownBreakage(str(e)) from None
-        raise
-
-
 #: Playbooks writing outside their run's workdir (the account's home), so the two runs
 #: of a comparison must not overlap.
 SEQUENTIAL = {"remote_tmp.yml", "home_paths.yml", "collection_modules.yml"}
@@ -345,12 +306,12 @@ def run_options(harness: Harness, playbook: str) -> dict[str, Any]:
     return options
 
 
-@pytest.mark.parametrize("playbook", playbook_params())
+@pytest.mark.parametrize("playbook", PLAYBOOKS)
 def test_mitogen_linear_matches_linear(harness: Harness, playbook: str) -> None:
     with prepared(harness, playbook):
         comparison = harness.compare(playbook, **run_options(harness, playbook))
     check_expected(comparison.baseline, playbook)
-    assert_same_or_known(comparison, playbook)
+    comparison.assert_same()
 
 
 def test_requiretty_with_pipelining_fails_only_stock(harness: Harness) -> None:
