@@ -34,6 +34,12 @@ from ansible_mitogen.connection import InterpreterMissing
 _Method = TypeVar('_Method', bound=Callable[..., Any])
 
 
+def serves(connection: Any) -> bool:
+    """True if `connection` runs this task through Mitogen: an action may swap
+    in a stock connection of its own (synchronize's local one)."""
+    return getattr(connection, 'is_mitogen_connection', False) is True
+
+
 def mitogen_only(method: _Method) -> _Method:
     """Run the action class's own `method` (stock's) instead whenever the
     task's connection serves it as stock Ansible."""
@@ -41,7 +47,7 @@ def mitogen_only(method: _Method) -> _Method:
 
     @functools.wraps(method)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if self._connection.is_mitogen_connection:
+        if serves(self._connection):
             return method(self, *args, **kwargs)
         return getattr(super(ActionModuleMixin, self), name)(*args, **kwargs)
 
@@ -79,14 +85,15 @@ class ActionModuleMixin:
         try:
             return super().run(*args, **kwargs)  # type: ignore[misc]
         except InterpreterMissing:
-            if self._connection.is_mitogen_connection:
+            if serves(self._connection):
                 raise
             return super().run(*args, **kwargs)  # type: ignore[misc]
 
     def _configure_module(self, *args: Any, **kwargs: Any) -> Any:
         """Remember the module just built, to recognise its payload; the
         task's context is fetched meanwhile."""
-        self._connection.prepare()
+        if serves(self._connection):
+            self._connection.prepare()
         result = ActionBase._configure_module(self, *args, **kwargs)  # type: ignore[arg-type]
         self._mitogen_module = result[0]
         return result
