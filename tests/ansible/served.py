@@ -86,6 +86,18 @@ def _summary(window: dict[str, Any]) -> str:
     )
 
 
+#: Actions that do part of their work on the controller through a stock local connection
+#: they make themselves (synchronize runs rsync there): those `local.*` calls are theirs.
+OWN_LOCAL_CONNECTION = ("ansible.posix.plugins.action.synchronize.",)
+
+
+def _only_own_local_calls(window: dict[str, Any]) -> bool:
+    action = window.get("action_class") or ""
+    return any(name in action for name in OWN_LOCAL_CONNECTION) and all(
+        call.startswith("local.") for call in window["stock_calls"]
+    )
+
+
 def _not_mitogen(window: dict[str, Any]) -> str | None:
     """Why this execution was not served by Mitogen (None if it was, or made no call)."""
     if "error" in window:
@@ -97,7 +109,7 @@ def _not_mitogen(window: dict[str, Any]) -> str | None:
             f"it fell back to stock ({window['connection']}.is_mitogen_connection is "
             f"{window['mitogen_connection']})"
         )
-    if window["stock_calls"]:
+    if window["stock_calls"] and not _only_own_local_calls(window):
         return "it made stock transport calls"
     if window["mitogen_connection"] is True and window["action_class"]:
         if not window["mitogen_action"]:

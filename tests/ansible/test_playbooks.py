@@ -115,6 +115,7 @@ EXPECTED: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
         ("plain", "delegated home"): {"stdout": "/root"},
         ("sudo_nopw", "delegated script"): {"rc": 0},
         ("plain", "read the home copy back"): {"stdout": "home of plain"},
+        ("plain", "what was synchronized into the home"): {"stdout": "a.txt\nsub"},
         ("sudo_nopw", "where the become copy went"): {"rc": 0},
         ("localhost", "local play home"): {"stdout": "/root"},
     },
