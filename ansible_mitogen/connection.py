@@ -134,6 +134,8 @@ class Connection(ConnectionBase):
         self._stack: list[dict[str, Any]] | None = None
         self.init_child_result: dict[str, Any] = {}
         self._task_vars: dict[str, Any] = {}
+        #: (the task variables it was derived from, python_path()).
+        self._python_path: tuple[dict[str, Any], str | list[str]] | None = None
         self.cwd: str | None = None
         self._play_context_arg = play_context
         self._stock: ConnectionBase | None = None
@@ -382,7 +384,14 @@ class Connection(ConnectionBase):
         """The target's Python: `ansible_python_interpreter` when it names
         one; for `auto` (or unset) the first of the interpreters Ansible's
         discovery would look for, so that modules run in the context's own
-        interpreter."""
+        interpreter. Worked out once per set of task variables (per loop
+        item): templating it costs about 0.4 ms, and the chain is derived at
+        every use."""
+        if self._python_path is None or self._python_path[0] is not self._task_vars:
+            self._python_path = self._task_vars, self._derive_python_path()
+        return self._python_path[1]
+
+    def _derive_python_path(self) -> str | list[str]:
         interpreter = self._task_vars.get('ansible_python_interpreter') or ''
         if '{' in interpreter:
             # as Ansible templates it for the module's interpreter line
