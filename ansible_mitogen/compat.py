@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 import ansible.release
+from ansible._internal._templating._engine import TemplateEngine, TemplateOptions
 from ansible.errors import AnsibleError
 from ansible.plugins.loader import PluginLoadContext, get_with_context_result
 
@@ -60,3 +61,11 @@ def module_applies_environment(built_module: object) -> bool:
     (2.21's `_BuiltModule.has_environment`); in 2.19 and 2.20 the action
     always passes it on the module's command line instead."""
     return bool(getattr(built_module, 'has_environment', False))
+
+
+def template_config_value(value: Any, variables: dict[str, Any], value_for_omit: Any) -> Any:
+    """`value` templated with `variables` as module_common templates an interpreter
+    setting: a template that resolves to `omit` gives `value_for_omit` (2.19+ engine;
+    the public Templar has no omit option)."""
+    return TemplateEngine(variables=variables).template(
+        value, options=TemplateOptions(value_for_omit=value_for_omit))

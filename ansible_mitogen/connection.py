@@ -21,10 +21,8 @@ from typing import Any
 
 from ansible import constants as C
 from ansible.errors import AnsibleConnectionFailure, AnsibleError
-from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.connection import ConnectionBase
 from ansible.plugins.loader import connection_loader
-from ansible.template import Templar
 from ansible.utils.display import Display
 
 import ansible_mitogen.ansiballz
@@ -34,6 +32,7 @@ import ansible_mitogen.target
 import mitogen.core
 import mitogen.service
 import mitogen.utils
+from ansible_mitogen import compat
 
 #: Files up to this size travel inside the call that writes them.
 SMALL_FILE_LIMIT = 1048576
@@ -394,10 +393,11 @@ class Connection(ConnectionBase):
     def _derive_python_path(self) -> str | list[str]:
         interpreter = self._task_vars.get('ansible_python_interpreter') or ''
         if '{' in interpreter:
-            # as Ansible templates it for the module's interpreter line
-            interpreter = Templar(loader=DataLoader(), variables=self._task_vars).template(
-                interpreter)
-        interpreter = str(interpreter)
+            # as module_common templates it for the module's interpreter line
+            interpreter = compat.template_config_value(
+                interpreter, self._task_vars,
+                C.config.get_config_default('INTERPRETER_PYTHON'))
+        interpreter = str(interpreter or '')
         if interpreter and not interpreter.startswith('auto'):
             return interpreter
         candidates = C.config.get_config_value('INTERPRETER_PYTHON_FALLBACK',

@@ -122,6 +122,12 @@ def check_discovery(run: PlaybookRun, pythons: dict[str, str]) -> None:
     assert listed["warnings"] == [discovered_warning("sudo_nopw", pythons["3.12"])]
     assert run.result("sudo_nopw", "the fact from the candidate list")["msg"] is True
     assert run.result("plain", "the Python that gathered facts")["msg"] is True
+    omitted = run.result("plain", "an interpreter templated to omit (the default, auto)")
+    assert not omitted["failed"], omitted
+    plain_found = run.result("plain", "the discovered fact")["msg"]
+    assert omitted["warnings"] == [discovered_warning("plain", plain_found)], omitted
+    templated = run.result("plain", "an interpreter templated from a variable")
+    assert templated["msg"] == "3.12 mitogen__plain", templated
 
 
 def test_interpreter_discovery_as_with_stock(harness: Harness) -> None:
