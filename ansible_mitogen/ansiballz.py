@@ -18,8 +18,9 @@ from typing import Any
 _CALL = b'\nif __name__ == "__main__":\n    _ansiballz_main(\n'
 
 #: Arguments the target needs; `date_time` (the zip's time stamp) is not.
-SPEC_KEYS = frozenset(('ansible_module', 'module_fqn', 'profile', 'rlimit_nofile',
-                       'params', 'extensions'))
+SPEC_KEYS = frozenset(
+    ("ansible_module", "module_fqn", "profile", "rlimit_nofile", "params", "extensions")
+)
 
 
 @dataclass(frozen=True)
@@ -41,13 +42,13 @@ def parse(payload: bytes) -> Payload | None:
         return None
     args: dict[str, Any] = {}
     zip_data = None
-    for line in call.decode('utf-8', 'replace').splitlines():
-        if line == ')':
+    for line in call.decode("utf-8", "replace").splitlines():
+        if line == ")":
             break
-        name, equals, value = line.partition('=')
-        if not equals or not value.endswith(','):
+        name, equals, value = line.partition("=")
+        if not equals or not value.endswith(","):
             return None
-        if name == 'zip_data':
+        if name == "zip_data":
             if not (value.startswith("'") and value.endswith("',")):
                 return None
             zip_data = value[1:-2]

@@ -60,7 +60,7 @@ def module_applies_environment(built_module: object) -> bool:
     """True if an AnsiballZ module applies the task's `environment:` itself
     (2.21's `_BuiltModule.has_environment`); in 2.19 and 2.20 the action
     always passes it on the module's command line instead."""
-    return bool(getattr(built_module, 'has_environment', False))
+    return bool(getattr(built_module, "has_environment", False))
 
 
 def template_config_value(value: Any, variables: dict[str, Any], value_for_omit: Any) -> Any:
@@ -68,4 +68,5 @@ def template_config_value(value: Any, variables: dict[str, Any], value_for_omit:
     setting: a template that resolves to `omit` gives `value_for_omit` (2.19+ engine;
     the public Templar has no omit option)."""
     return TemplateEngine(variables=variables).template(
-        value, options=TemplateOptions(value_for_omit=value_for_omit))
+        value, options=TemplateOptions(value_for_omit=value_for_omit)
+    )

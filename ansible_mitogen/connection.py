@@ -30,6 +30,7 @@ import ansible_mitogen.module_runner
 import ansible_mitogen.process
 import ansible_mitogen.target
 import mitogen.core
+import mitogen.parent
 import mitogen.service
 import mitogen.utils
 from ansible_mitogen import compat
@@ -38,12 +39,12 @@ from ansible_mitogen import compat
 SMALL_FILE_LIMIT = 1048576
 
 #: ssh options that would leave a background master process behind.
-_CONTROL_OPTIONS = ('controlmaster', 'controlpersist', 'controlpath')
+_CONTROL_OPTIONS = ("controlmaster", "controlpersist", "controlpath")
 
 #: become methods we run as contexts; others make the task fail clearly.
-BECOME_METHODS = ('sudo', 'su', 'doas')
+BECOME_METHODS = ("sudo", "su", "doas")
 
-SERVICE = 'ansible_mitogen.services.ContextService'
+SERVICE = "ansible_mitogen.services.ContextService"
 
 display = Display()
 
@@ -58,12 +59,11 @@ def filter_ssh_args(args: list[str]) -> list[str]:
         if skip:
             skip = False
             continue
-        if arg == '-o' and index + 1 < len(args):
-            if args[index + 1].split('=')[0].strip().lower() in _CONTROL_OPTIONS:
+        if arg == "-o" and index + 1 < len(args):
+            if args[index + 1].split("=")[0].strip().lower() in _CONTROL_OPTIONS:
                 skip = True
                 continue
-        elif arg.startswith('-o') and \
-                arg[2:].split('=')[0].strip().lower() in _CONTROL_OPTIONS:
+        elif arg.startswith("-o") and arg[2:].split("=")[0].strip().lower() in _CONTROL_OPTIONS:
             continue
         out.append(arg)
     return out
@@ -72,8 +72,8 @@ def filter_ssh_args(args: list[str]) -> list[str]:
 def become_flags(flags: str | None) -> list[str]:
     """sudo flags from become_flags, minus -S and -n (also spelt --stdin and
     --non-interactive): we answer the password prompt ourselves on a pty."""
-    dropped = ('-S', '-n', '--stdin', '--non-interactive')
-    return [f for f in shlex.split(flags or '') if f not in dropped]
+    dropped = ("-S", "-n", "--stdin", "--non-interactive")
+    return [f for f in shlex.split(flags or "") if f not in dropped]
 
 
 class InterpreterMissing(AnsibleError):
@@ -82,30 +82,32 @@ class InterpreterMissing(AnsibleError):
     Connection.is_mitogen_connection)."""
 
 
-def connect_error(result: dict[str, Any], python: str | list[str],
-                  become_timeout_message: str = '') -> AnsibleError:
+def connect_error(
+    result: dict[str, Any], python: str | list[str], become_timeout_message: str = ""
+) -> AnsibleError:
     """The exception stock Ansible would raise for a failed hop, worded as
     it words it (playbooks match on these messages); our own detailed
     message is shown at -vvv. A missing `python` gives InterpreterMissing;
     a become method that times out makes the host unreachable, with the
     connection's `become_timeout_message` and the method's output."""
-    method = result['method_name']
-    display.vvv('Mitogen: %s' % (result['msg'],))
-    if result['reason'] == 'python':
-        interpreter = python if isinstance(python, str) else '/usr/bin/python3'
+    method = result["method_name"]
+    display.vvv("Mitogen: %s" % (result["msg"],))
+    if result["reason"] == "python":
+        interpreter = python if isinstance(python, str) else "/usr/bin/python3"
         return InterpreterMissing("The module interpreter '%s' was not found." % (interpreter,))
     if method in BECOME_METHODS:
-        if result['reason'] == 'bad_password':
-            return AnsibleError('Incorrect %s password' % (method,))
-        if result['reason'] == 'need_password':
-            return AnsibleError('Missing %s password' % (method,))
-        if result['reason'] == 'timeout':
-            return AnsibleConnectionFailure(become_timeout_message + result['output'])
-        return AnsibleError('%s: %s' % (method, result['msg']))
-    if method == 'ssh':
-        return AnsibleConnectionFailure('Failed to connect to the host via ssh: %s'
-                                        % (result['output'] or result['msg'],))
-    return AnsibleConnectionFailure(result['msg'])
+        if result["reason"] == "bad_password":
+            return AnsibleError("Incorrect %s password" % (method,))
+        if result["reason"] == "need_password":
+            return AnsibleError("Missing %s password" % (method,))
+        if result["reason"] == "timeout":
+            return AnsibleConnectionFailure(become_timeout_message + result["output"])
+        return AnsibleError("%s: %s" % (method, result["msg"]))
+    if method == "ssh":
+        return AnsibleConnectionFailure(
+            "Failed to connect to the host via ssh: %s" % (result["output"] or result["msg"],)
+        )
+    return AnsibleConnectionFailure(result["msg"])
 
 
 class Connection(ConnectionBase):
@@ -122,13 +124,13 @@ class Connection(ConnectionBase):
     has_pipelining = True
     #: The Mitogen connection method of the first hop, and the stock plugin
     #: used for fallback.
-    method_name = 'ssh'
+    method_name = "ssh"
     #: How stock's plugin begins the message when its link breaks.
-    lost_prefix = ''
+    lost_prefix = ""
 
     def __init__(self, play_context: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(play_context, *args, **kwargs)
-        self.context: mitogen.core.Context | None = None
+        self.context: mitogen.parent.Context | None = None
         #: The chain `context` was got for (see _connect()); meaningless without it.
         self._stack: list[dict[str, Any]] | None = None
         self.init_child_result: dict[str, Any] = {}
@@ -149,18 +151,19 @@ class Connection(ConnectionBase):
         if self._python_missing:
             return False
         become = self.become
-        return become is None or become.name.rpartition('.')[2] in BECOME_METHODS
+        return become is None or become.name.rpartition(".")[2] in BECOME_METHODS
 
     def stock(self) -> ConnectionBase:
         """The stock connection that serves tasks we fall back for."""
         if self._stock is None:
-            self._stock = connection_loader.get(self.method_name, self._play_context_arg,
-                                                os.devnull)
+            self._stock = connection_loader.get(
+                self.method_name, self._play_context_arg, os.devnull
+            )
         # the options and become plugin in force now (they change per loop item)
         self._stock._options = self._options
         self._stock.set_become_plugin(self.become)
         self._stock._shell = self._shell
-        if self.method_name == 'local':
+        if self.method_name == "local":
             self._stock.cwd = self.cwd  # type: ignore[attr-defined]
         return self._stock
 
@@ -187,7 +190,7 @@ class Connection(ConnectionBase):
             stack = self.get_stack()
             if self.context is None or stack != self._stack:
                 _, mux = ansible_mitogen.process.get_router()
-                self._pending = stack, mux.call_service_async(SERVICE, 'get', stack=stack)
+                self._pending = stack, mux.call_service_async(SERVICE, "get", stack=stack)
 
     def _connect(self) -> Connection:
         """Hold the context of the chain that the options in force now describe.
@@ -207,14 +210,14 @@ class Connection(ConnectionBase):
         _, mux = ansible_mitogen.process.get_router()
         result = self._take_pending(stack)
         if result is None:
-            result = mux.call_service(SERVICE, 'get', stack=stack)
-        if result['msg'] is not None:
+            result = mux.call_service(SERVICE, "get", stack=stack)
+        if result["msg"] is not None:
             error = connect_error(result, self.python_path(), self.become_timeout_message())
             self._python_missing = isinstance(error, InterpreterMissing)
             raise error
-        self.context = result['context']
+        self.context = result["context"]
         self._stack = stack
-        self.init_child_result = result['init_child_result']
+        self.init_child_result = result["init_child_result"]
         self._connected = True
         return self
 
@@ -222,7 +225,7 @@ class Connection(ConnectionBase):
         """Hand the held context back to the mux (which keeps it running)."""
         if self.context is not None:
             _, mux = ansible_mitogen.process.get_router()
-            mux.call_service(SERVICE, 'put', context=self.context)
+            mux.call_service(SERVICE, "put", context=self.context)
             self.context = None
 
     def _take_pending(self, stack: list[dict[str, Any]] | None) -> dict[str, Any] | None:
@@ -234,14 +237,19 @@ class Connection(ConnectionBase):
         result: dict[str, Any] = receiver.get().unpickle()
         if pending_stack == stack:
             return result
-        if result['msg'] is None:
+        if result["msg"] is None:
             _, mux = ansible_mitogen.process.get_router()
-            mux.call_service(SERVICE, 'put', context=result['context'])
+            mux.call_service(SERVICE, "put", context=result["context"])
         return None
 
-    def exec_command(self, cmd: str, in_data: bytes | None = None,
-                     sudoable: bool = True, executable: str | None = None,
-                     chdir: str | None = None) -> tuple[int, bytes, bytes]:
+    def exec_command(
+        self,
+        cmd: str,
+        in_data: bytes | None = None,
+        sudoable: bool = True,
+        executable: str | None = None,
+        chdir: str | None = None,
+    ) -> tuple[int, bytes, bytes]:
         """Run `cmd` with `executable -c` in the task's context (without an
         executable, as the transport of stock Ansible would run it: see
         default_shell()); returns (rc, stdout, stderr)."""
@@ -251,10 +259,15 @@ class Connection(ConnectionBase):
         emulate_tty = not in_data and sudoable and self.uses_tty()
         become_dir = self.become_directory()
         if become_dir:
-            cmd = 'cd %s && %s' % (shlex.quote(become_dir), cmd)  # as stock's sudo does
-        rc, stdout, stderr = self._call(ansible_mitogen.target.exec_command, cmd,
-                                        in_data, chdir or self.cwd,
-                                        executable or self.default_shell(), emulate_tty)
+            cmd = "cd %s && %s" % (shlex.quote(become_dir), cmd)  # as stock's sudo does
+        rc, stdout, stderr = self._call(
+            ansible_mitogen.target.exec_command,
+            cmd,
+            in_data,
+            chdir or self.cwd,
+            executable or self.default_shell(),
+            emulate_tty,
+        )
         return rc, bytes(stdout), bytes(stderr)
 
     def call(self, func: Any, *args: Any) -> Any:
@@ -263,9 +276,13 @@ class Connection(ConnectionBase):
         self._connect()
         return self._call(func, *args)
 
-    def run_module(self, payload: ansible_mitogen.ansiballz.Payload,
-                   environment: dict[str, str], chdir: str | None,
-                   interpreter: str) -> tuple[int, bytes, bytes]:
+    def run_module(
+        self,
+        payload: ansible_mitogen.ansiballz.Payload,
+        environment: dict[str, str],
+        chdir: str | None,
+        interpreter: str,
+    ) -> tuple[int, bytes, bytes]:
         """Run a new-style Python module in the task's context (see
         module_runner.py); its modlib is sent only if the context lacks it."""
         self._connect()
@@ -275,8 +292,9 @@ class Connection(ConnectionBase):
         result = self._call(ansible_mitogen.module_runner.run_module, *args)
         if result is None:
             modlib = mitogen.core.Blob(payload.modlib)
-            result = self._call(ansible_mitogen.module_runner.run_module,
-                                *args[:2], modlib, *args[3:])
+            result = self._call(
+                ansible_mitogen.module_runner.run_module, *args[:2], modlib, *args[3:]
+            )
         rc, stdout, stderr = result
         return rc, bytes(stdout), bytes(stderr)
 
@@ -285,14 +303,14 @@ class Connection(ConnectionBase):
             return self.stock().put_file(in_path, out_path)
         self._connect()
         if not os.path.exists(in_path):
-            raise AnsibleError('file or module does not exist: %s' % (in_path,))
+            raise AnsibleError("file or module does not exist: %s" % (in_path,))
         if os.path.getsize(in_path) <= SMALL_FILE_LIMIT:
-            with open(in_path, 'rb') as fp:
+            with open(in_path, "rb") as fp:
                 data = mitogen.core.Blob(fp.read())
             self._call(ansible_mitogen.target.write_path, out_path, data)
             return
         _, mux = ansible_mitogen.process.get_router()
-        mux.call_service('mitogen.service.FileService', 'register', path=in_path)
+        mux.call_service("mitogen.service.FileService", "register", path=in_path)
         self._call(ansible_mitogen.target.transfer_file, in_path, out_path)
 
     def fetch_file(self, in_path: str, out_path: str) -> None:
@@ -304,15 +322,15 @@ class Connection(ConnectionBase):
         assert self.context is not None
         data = self._call(ansible_mitogen.target.read_small_file, in_path, SMALL_FILE_LIMIT)
         if data is not None:
-            with open(out_path, 'wb') as fp:
+            with open(out_path, "wb") as fp:
                 fp.write(data)
             return
         path = mitogen.utils.cast(in_path)
-        self.context.call_service(mitogen.service.FileService, 'register', path=path)
-        with open(out_path, 'wb') as fp:
+        self.context.call_service(mitogen.service.FileService, "register", path=path)
+        with open(out_path, "wb") as fp:
             ok, _ = mitogen.service.FileService.get(self.context, path, fp)
         if not ok:
-            raise AnsibleError('fetching %s from the target ended early' % (in_path,))
+            raise AnsibleError("fetching %s from the target ended early" % (in_path,))
 
     def close(self) -> None:
         """Release the context to the mux (which keeps it running)."""
@@ -330,7 +348,7 @@ class Connection(ConnectionBase):
         """meta: reset_connection: shut the whole chain down."""
         self._take_pending(None)
         _, mux = ansible_mitogen.process.get_router()
-        mux.call_service(SERVICE, 'reset', stack=self.get_stack())
+        mux.call_service(SERVICE, "reset", stack=self.get_stack())
         self.context = None
         ansible_mitogen.process.disconnect()
 
@@ -345,8 +363,10 @@ class Connection(ConnectionBase):
         except mitogen.core.ChannelError as e:
             chain = describe_stack(self._stack or [])
             self.context = None
-            raise AnsibleConnectionFailure('%slost the connection (%s) while running the task: %s'
-                                           % (self.lost_prefix, chain, e))
+            raise AnsibleConnectionFailure(
+                "%slost the connection (%s) while running the task: %s"
+                % (self.lost_prefix, chain, e)
+            )
         except mitogen.core.CallError as e:
             raise AnsibleError(str(e))
 
@@ -363,10 +383,10 @@ class Connection(ConnectionBase):
     def become_directory(self) -> str | None:
         """The sudo plugin's `sudo_chdir`: where become commands run."""
         become = self.become
-        if become is None or become.name.rpartition('.')[2] != 'sudo':
+        if become is None or become.name.rpartition(".")[2] != "sudo":
             return None
         try:
-            return become.get_option('sudo_chdir') or None
+            return become.get_option("sudo_chdir") or None
         except KeyError:
             return None
 
@@ -376,8 +396,9 @@ class Connection(ConnectionBase):
 
     def become_timeout_message(self) -> str:
         """How stock Ansible begins the error when become times out."""
-        return 'Timeout (%ds) waiting for privilege escalation prompt: ' % (
-            self.become_timeout() or 0)
+        return "Timeout (%ds) waiting for privilege escalation prompt: " % (
+            self.become_timeout() or 0
+        )
 
     def python_path(self) -> str | list[str]:
         """The target's Python: `ansible_python_interpreter` when it names
@@ -391,17 +412,18 @@ class Connection(ConnectionBase):
         return self._python_path[1]
 
     def _derive_python_path(self) -> str | list[str]:
-        interpreter = self._task_vars.get('ansible_python_interpreter') or ''
-        if '{' in interpreter:
+        interpreter = self._task_vars.get("ansible_python_interpreter") or ""
+        if "{" in interpreter:
             # as module_common templates it for the module's interpreter line
             interpreter = compat.template_config_value(
-                interpreter, self._task_vars,
-                C.config.get_config_default('INTERPRETER_PYTHON'))
-        interpreter = str(interpreter or '')
-        if interpreter and not interpreter.startswith('auto'):
+                interpreter, self._task_vars, C.config.get_config_default("INTERPRETER_PYTHON")
+            )
+        interpreter = str(interpreter or "")
+        if interpreter and not interpreter.startswith("auto"):
             return interpreter
-        candidates = C.config.get_config_value('INTERPRETER_PYTHON_FALLBACK',
-                                               variables=self._task_vars)
+        candidates = C.config.get_config_value(
+            "INTERPRETER_PYTHON_FALLBACK", variables=self._task_vars
+        )
         return find_python_command([str(c) for c in candidates])
 
     def first_hop(self) -> dict[str, Any]:
@@ -412,31 +434,30 @@ class Connection(ConnectionBase):
         become = self.become
         if become is None:
             return None
-        name = become.name.rpartition('.')[2]
+        name = become.name.rpartition(".")[2]
         kwargs: dict[str, Any] = {
-            'username': become.get_option('become_user') or 'root',
-            'python_path': self.python_path(),
+            "username": become.get_option("become_user") or "root",
+            "python_path": self.python_path(),
         }
-        password = become.get_option('become_pass')
+        password = become.get_option("become_pass")
         if password:
-            kwargs['password'] = mitogen.core.Secret(password)
+            kwargs["password"] = mitogen.core.Secret(password)
         timeout = self.become_timeout()
         if timeout:
-            kwargs['connect_timeout'] = timeout
-        exe = become.get_option('become_exe')
+            kwargs["connect_timeout"] = timeout
+        exe = become.get_option("become_exe")
         if exe:
-            kwargs['%s_path' % name] = exe
-        if name == 'sudo':
-            kwargs['sudo_args'] = become_flags(become.get_option('become_flags'))
+            kwargs["%s_path" % name] = exe
+        if name == "sudo":
+            kwargs["sudo_args"] = become_flags(become.get_option("become_flags"))
         else:
-            kwargs['%s_args' % name] = shlex.split(become.get_option('become_flags') or '')
-        if name == 'su':
+            kwargs["%s_args" % name] = shlex.split(become.get_option("become_flags") or "")
+        if name == "su":
             # only the prompts stock's su plugin would answer
-            prompts = become.get_option('prompt_l10n') or become.SU_PROMPT_LOCALIZATIONS
-            kwargs['password_prompt'] = r'(?:%s)\s*[:：]' % '|'.join(
-                re.escape(p) for p in prompts)
-            kwargs['builtin_prompts'] = False
-        return {'method': name, 'kwargs': kwargs}
+            prompts = become.get_option("prompt_l10n") or become.SU_PROMPT_LOCALIZATIONS
+            kwargs["password_prompt"] = r"(?:%s)\s*[:：]" % "|".join(re.escape(p) for p in prompts)
+            kwargs["builtin_prompts"] = False
+        return {"method": name, "kwargs": kwargs}
 
     def get_stack(self) -> list[dict[str, Any]]:
         """The chain of hops for this task, as plain data."""
@@ -451,67 +472,67 @@ def describe_stack(stack: list[dict[str, Any]]) -> str:
     """A chain for messages, e.g. 'ssh deploy@web1:22 -> sudo root' (no secrets)."""
     hops = []
     for hop in stack:
-        kwargs = hop['kwargs']
-        where = kwargs.get('username') or ''
-        if kwargs.get('hostname'):
-            where = '%s@%s' % (where, kwargs['hostname']) if where else kwargs['hostname']
-            if kwargs.get('port'):
-                where += ':%s' % (kwargs['port'],)
-        hops.append(('%s %s' % (hop['method'], where)).strip())
-    return ' -> '.join(hops) or 'no connection'
+        kwargs = hop["kwargs"]
+        where = kwargs.get("username") or ""
+        if kwargs.get("hostname"):
+            where = "%s@%s" % (where, kwargs["hostname"]) if where else kwargs["hostname"]
+            if kwargs.get("port"):
+                where += ":%s" % (kwargs["port"],)
+        hops.append(("%s %s" % (hop["method"], where)).strip())
+    return " -> ".join(hops) or "no connection"
 
 
 def find_python_command(candidates: list[str]) -> list[str]:
     """argv that runs, with the arguments that follow, the first of
     `candidates` found on the target's PATH, else /usr/bin/python3 (what
     Ansible's interpreter discovery settles for)."""
-    script = ('for p in %s; do c=$(command -v "$p") && exec "$c" "$@"; done; '
-              'exec /usr/bin/python3 "$@"'
-              % ' '.join(shlex.quote(c) for c in candidates))
-    return ['/bin/sh', '-c', script, 'python']
+    script = (
+        'for p in %s; do c=$(command -v "$p") && exec "$c" "$@"; done; '
+        'exec /usr/bin/python3 "$@"' % " ".join(shlex.quote(c) for c in candidates)
+    )
+    return ["/bin/sh", "-c", script, "python"]
 
 
 class SshConnection(Connection):
     """The `mitogen_ssh` plugin: honours the ssh plugin's options."""
 
-    method_name = 'ssh'
-    lost_prefix = 'Failed to connect to the host via ssh: '
+    method_name = "ssh"
+    lost_prefix = "Failed to connect to the host via ssh: "
 
     def uses_tty(self) -> bool:
-        return bool(self.get_option('use_tty'))
+        return bool(self.get_option("use_tty"))
 
     def become_timeout(self) -> float | None:
-        return 2 + int(self.get_option('timeout'))
+        return 2 + int(self.get_option("timeout"))
 
     def first_hop(self) -> dict[str, Any]:
         ssh_args: list[str] = []
-        for option in ('ssh_args', 'ssh_common_args', 'ssh_extra_args'):
-            ssh_args += shlex.split(self.get_option(option) or '')
+        for option in ("ssh_args", "ssh_common_args", "ssh_extra_args"):
+            ssh_args += shlex.split(self.get_option(option) or "")
         kwargs: dict[str, Any] = {
-            'hostname': self.get_option('host'),
-            'port': self.get_option('port'),
-            'username': self.get_option('remote_user'),
-            'identity_file': self.get_option('private_key_file'),
-            'identities_only': False,
-            'ssh_path': self.get_option('ssh_executable') or 'ssh',
-            'ssh_args': filter_ssh_args(ssh_args),
-            'compression': False,
-            'check_host_keys': 'enforce' if self.get_option('host_key_checking')
-            else 'ignore',
-            'connect_timeout': self.get_option('timeout'),
-            'python_path': self.python_path(),
+            "hostname": self.get_option("host"),
+            "port": self.get_option("port"),
+            "username": self.get_option("remote_user"),
+            "identity_file": self.get_option("private_key_file"),
+            "identities_only": False,
+            "ssh_path": self.get_option("ssh_executable") or "ssh",
+            "ssh_args": filter_ssh_args(ssh_args),
+            "compression": False,
+            "check_host_keys": "enforce" if self.get_option("host_key_checking") else "ignore",
+            "connect_timeout": self.get_option("timeout"),
+            "python_path": self.python_path(),
         }
-        password = self.get_option('password')
+        password = self.get_option("password")
         if password:
-            kwargs['password'] = mitogen.core.Secret(password)
-        return {'method': 'ssh', 'kwargs': kwargs}
+            kwargs["password"] = mitogen.core.Secret(password)
+        return {"method": "ssh", "kwargs": kwargs}
 
 
 class LocalConnection(Connection):
     """The `mitogen_local` plugin: a local interpreter as the controller
     user; commands run in the playbook directory like stock `local`."""
 
-    method_name = 'local'
+    method_name = "local"
 
     def __init__(self, play_context: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(play_context, *args, **kwargs)
@@ -520,20 +541,20 @@ class LocalConnection(Connection):
         try:
             self.default_user = getpass.getuser()
         except (KeyError, OSError):
-            self.default_user = ''
+            self.default_user = ""
 
     def _connect(self) -> Connection:
         self._play_context.remote_user = self.default_user  # as stock local does
         return super()._connect()
 
     def default_shell(self) -> str | None:
-        return C.DEFAULT_EXECUTABLE.split()[0] if C.DEFAULT_EXECUTABLE else '/bin/sh'
+        return C.DEFAULT_EXECUTABLE.split()[0] if C.DEFAULT_EXECUTABLE else "/bin/sh"
 
     def become_timeout(self) -> float | None:
-        return max(1, int(self.get_option('become_success_timeout') or 10))
+        return max(1, int(self.get_option("become_success_timeout") or 10))
 
     def become_timeout_message(self) -> str:
-        return 'Timed out waiting for become success or become password prompt.\n'
+        return "Timed out waiting for become success or become password prompt.\n"
 
     def first_hop(self) -> dict[str, Any]:
-        return {'method': 'local', 'kwargs': {'python_path': self.python_path()}}
+        return {"method": "local", "kwargs": {"python_path": self.python_path()}}

@@ -221,7 +221,7 @@ def _action_wrapper(original: Callable[..., Any], state: _Installed) -> Callable
         connection = kwargs.get("connection")
         if obj is None or getattr(connection, "is_mitogen_connection", False) is not True:
             return result
-        mixed = object.__new__(mixed_action_class(config.action_mixin, type(obj)))
+        mixed: Any = object.__new__(mixed_action_class(config.action_mixin, type(obj)))
         mixed.__dict__.update(obj.__dict__)
         return compat.load_result(mixed, context)
 

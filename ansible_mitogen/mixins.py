@@ -31,13 +31,13 @@ from ansible.plugins.action import ActionBase
 from ansible_mitogen import ansiballz, compat, target
 from ansible_mitogen.connection import InterpreterMissing
 
-_Method = TypeVar('_Method', bound=Callable[..., Any])
+_Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
 def serves(connection: Any) -> bool:
     """True if `connection` runs this task through Mitogen: an action may swap
     in a stock connection of its own (synchronize's local one)."""
-    return getattr(connection, 'is_mitogen_connection', False) is True
+    return getattr(connection, "is_mitogen_connection", False) is True
 
 
 def mitogen_only(method: _Method) -> _Method:
@@ -61,10 +61,10 @@ def module_interpreter(shebang: str | None) -> str | None:
     as '#!/usr/bin/env python3' or '#!/usr/bin/python3 -E', fails there with
     "not found", and a bare name is looked up in PATH. Modules with such
     lines run through stock's own command."""
-    if not shebang or not shebang.startswith('#!'):
+    if not shebang or not shebang.startswith("#!"):
         return None
     line = shebang[2:].strip()
-    return line if line.startswith('/') and len(line.split()) == 1 else None
+    return line if line.startswith("/") and len(line.split()) == 1 else None
 
 
 class ActionModuleMixin:
@@ -105,23 +105,27 @@ class ActionModuleMixin:
         if built is None or in_data is None or in_data is not built.b_module_data:
             return None
         interpreter = module_interpreter(built.shebang)
-        if built.module_style != 'new' or interpreter is None:
+        if built.module_style != "new" or interpreter is None:
             return None
         return built, interpreter
 
     @mitogen_only
-    def _low_level_execute_command(self, cmd: str, sudoable: bool = True,
-                                   in_data: bytes | None = None,
-                                   executable: str | None = None,
-                                   encoding_errors: str = 'surrogate_then_replace',
-                                   chdir: str | None = None,
-                                   **kwargs: Any) -> dict[str, Any]:
+    def _low_level_execute_command(
+        self,
+        cmd: str,
+        sudoable: bool = True,
+        in_data: bytes | None = None,
+        executable: str | None = None,
+        encoding_errors: str = "surrogate_then_replace",
+        chdir: str | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
         if executable is None:
             executable = self._play_context.executable
         if not executable and sudoable and self._connection.become:
             # stock's become command runs the shell plugin's executable
             executable = self._connection._shell.executable
-        if self._connection.transport == 'local' and chdir is None:
+        if self._connection.transport == "local" and chdir is None:
             chdir = self._loader.get_basedir()
         pipelined = self._pipelined_module(in_data)
         payload = None if pipelined is None else ansiballz.parse(in_data)  # type: ignore[arg-type]
@@ -134,65 +138,77 @@ class ActionModuleMixin:
             environment = {str(k): str(v) for k, v in environment.items()}
             # Without become, stock's task directory is in the remote_tmp the
             # module sees; with it, in the login user's (module_runner.py).
-            payload = dataclasses.replace(payload, spec=dict(
-                payload.spec, ensure_remote_tmp=not self._connection.become))
+            payload = dataclasses.replace(
+                payload, spec=dict(payload.spec, ensure_remote_tmp=not self._connection.become)
+            )
             rc, stdout, stderr = self._connection.run_module(
-                payload, environment, chdir, interpreter)
+                payload, environment, chdir, interpreter
+            )
         else:
             rc, stdout, stderr = self._connection.exec_command(
-                cmd, in_data=in_data, sudoable=sudoable, executable=executable or None,
-                chdir=chdir)
-        process_result = kwargs.get('process_result')
+                cmd, in_data=in_data, sudoable=sudoable, executable=executable or None, chdir=chdir
+            )
+        process_result = kwargs.get("process_result")
         if process_result is not None:
             rc, stdout, stderr = process_result(rc, stdout, stderr)
         out = to_text(stdout, errors=encoding_errors)
         err = to_text(stderr, errors=encoding_errors)
-        return {'rc': 0 if rc is None else rc, 'stdout': out,
-                'stdout_lines': out.splitlines(), 'stderr': err,
-                'stderr_lines': err.splitlines()}
+        return {
+            "rc": 0 if rc is None else rc,
+            "stdout": out,
+            "stdout_lines": out.splitlines(),
+            "stderr": err,
+            "stderr_lines": err.splitlines(),
+        }
 
     @mitogen_only
-    def _remote_expand_user(self, path: str, sudoable: bool = True,
-                            pathsep: str | None = None) -> str:
+    def _remote_expand_user(
+        self, path: str, sudoable: bool = True, pathsep: str | None = None
+    ) -> str:
         """Expand `~` for the user the task's context runs as: with become,
         that is the become user even where ansible-core would expand for
         the login user (it would then run the command as the login user;
         we run it as the become user, who must not create files in the
         login user's home). One call instead of a shell."""
-        if not path.startswith('~'):
+        if not path.startswith("~"):
             return path
-        head, _, rest = path.partition('/')
-        if head == '~':
-            become_user = self.get_become_option('become_user')  # type: ignore[attr-defined]
+        head, _, rest = path.partition("/")
+        if head == "~":
+            become_user = self.get_become_option("become_user")  # type: ignore[attr-defined]
             if self._connection.become and become_user:
-                head = '~%s' % become_user
+                head = "~%s" % become_user
             else:
-                head = '~%s' % (self._get_remote_user() or '')  # type: ignore[attr-defined]
+                head = "~%s" % (self._get_remote_user() or "")  # type: ignore[attr-defined]
         expanded = self._connection.call(target.expand_user, head)
         if rest:
             expanded = self._connection._shell.join_path(expanded, rest)
-        if '..' in os.path.dirname(expanded).split('/'):
-            raise AnsibleError("'%s' returned an invalid relative home directory path "
-                               "containing '..'" % self._get_remote_addr({}))  # type: ignore[attr-defined]
+        if ".." in os.path.dirname(expanded).split("/"):
+            raise AnsibleError(
+                "'%s' returned an invalid relative home directory path "
+                "containing '..'" % self._get_remote_addr({})  # type: ignore[attr-defined]
+            )
         return expanded
 
     @mitogen_only
     def _make_tmp_path(self, remote_user: str | None = None) -> str:
         """Create the task's remote temporary directory with one call."""
         tmpdir = self._remote_expand_user(
-            self.get_shell_option('remote_tmp', default='~/.ansible/tmp'))  # type: ignore[attr-defined]
+            self.get_shell_option("remote_tmp", default="~/.ansible/tmp")  # type: ignore[attr-defined]
+        )
         if self._is_become_unprivileged():  # type: ignore[attr-defined]
             # as stock does: the become user may have no usable home
             system_tmpdirs = self.get_shell_option(  # type: ignore[attr-defined]
-                'system_tmpdirs', default=['/var/tmp', '/tmp'])
-            if tmpdir.rstrip('/') not in system_tmpdirs:
+                "system_tmpdirs", default=["/var/tmp", "/tmp"]
+            )
+            if tmpdir.rstrip("/") not in system_tmpdirs:
                 tmpdir = system_tmpdirs[0]
         basefile = self._connection._shell._generate_temp_dir_name()
         try:
             path = self._connection.call(target.make_tmp_dir, tmpdir, basefile)
         except AnsibleError as e:
             raise AnsibleConnectionFailure(
-                'Failed to create temporary directory %s/%s: %s' % (tmpdir, basefile, e))
+                "Failed to create temporary directory %s/%s: %s" % (tmpdir, basefile, e)
+            )
         self._cleanup_remote_tmp = True
         self._connection._shell.tmpdir = path
         return path
@@ -207,8 +223,9 @@ class ActionModuleMixin:
             self._connection._shell.tmpdir = None
 
     @mitogen_only
-    def _fixup_perms2(self, remote_paths: list[str], remote_user: str | None = None,
-                      execute: bool = True) -> list[str]:
+    def _fixup_perms2(
+        self, remote_paths: list[str], remote_user: str | None = None, execute: bool = True
+    ) -> list[str]:
         if execute:
-            self._remote_chmod(remote_paths, mode='u+x')  # type: ignore[attr-defined]
+            self._remote_chmod(remote_paths, mode="u+x")  # type: ignore[attr-defined]
         return remote_paths

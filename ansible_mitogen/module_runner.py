@@ -43,7 +43,7 @@ from ansible_mitogen import fresh_child, target
 #: AnsibleModule makes it, and warns that it did). Run by `python -c` with
 #: the modlib path in argv[1] and the spec as JSON on stdin, or exec'd here
 #: for the forked runs.
-LAUNCHER = r'''
+LAUNCHER = r"""
 import json
 import os
 import sys
@@ -94,33 +94,33 @@ def launch(spec, modlib):
 
 if __name__ == '__main__':
     launch(json.loads(sys.stdin.read()), sys.argv[1])
-'''
+"""
 
 #: Modules imported once per context from the first modlib, so that forked
 #: runs find them loaded.
-WARM_MODULES = ('ansible.module_utils.basic',
-                'ansible.module_utils._internal._ansiballz._loader')
+WARM_MODULES = ("ansible.module_utils.basic", "ansible.module_utils._internal._ansiballz._loader")
 
 _state = {}
 
 
 def _launcher():
     """The LAUNCHER's `launch` function, compiled once."""
-    if 'launch' not in _state:
-        namespace = {'__name__': 'ansible_mitogen_launcher'}
-        exec(compile(LAUNCHER, '<ansible_mitogen launcher>', 'exec'), namespace)
-        _state['launch'] = namespace['launch']
-    return _state['launch']
+    if "launch" not in _state:
+        namespace = {"__name__": "ansible_mitogen_launcher"}
+        exec(compile(LAUNCHER, "<ansible_mitogen launcher>", "exec"), namespace)
+        _state["launch"] = namespace["launch"]
+    return _state["launch"]
 
 
 def _cache_dir(router):
     """This context's modlib directory, removed when the context shuts down."""
-    if 'dir' not in _state:
-        path = tempfile.mkdtemp(prefix='ansible_mitogen_modlib_')
-        mitogen.core.listen(router.broker, 'shutdown',
-                            lambda: shutil.rmtree(path, ignore_errors=True))
-        _state['dir'] = path
-    return _state['dir']
+    if "dir" not in _state:
+        path = tempfile.mkdtemp(prefix="ansible_mitogen_modlib_")
+        mitogen.core.listen(
+            router.broker, "shutdown", lambda: shutil.rmtree(path, ignore_errors=True)
+        )
+        _state["dir"] = path
+    return _state["dir"]
 
 
 def _store_modlib(path, data):
@@ -131,8 +131,8 @@ def _store_modlib(path, data):
     tmp = tempfile.mkdtemp(dir=os.path.dirname(path))
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         zf.extractall(tmp)
-    with open(os.path.join(tmp, 'sitecustomize.py'), 'w') as fp:
-        fp.write('import sys\nsys.path.insert(0, %r)\n' % (path,))
+    with open(os.path.join(tmp, "sitecustomize.py"), "w") as fp:
+        fp.write("import sys\nsys.path.insert(0, %r)\n" % (path,))
     os.rename(tmp, path)
 
 
@@ -143,31 +143,31 @@ def _warm_up(modlib):
     basic.py imports `__main__`, which a Mitogen child fetches from its
     parent on demand: a stand-in keeps the mux's main module out of here.
     """
-    if 'warm' not in _state:
+    if "warm" not in _state:
         sys.path.insert(0, modlib)
-        stand_in = '__main__' not in sys.modules
+        stand_in = "__main__" not in sys.modules
         if stand_in:
-            sys.modules['__main__'] = types.ModuleType('__main__')
+            sys.modules["__main__"] = types.ModuleType("__main__")
         try:
             for name in WARM_MODULES:
                 __import__(name)
-            _state['warm'] = True
+            _state["warm"] = True
         except Exception:
-            _state['warm'] = False
+            _state["warm"] = False
         finally:
             sys.path.remove(modlib)
             if stand_in:
-                del sys.modules['__main__']
-    return _state['warm']
+                del sys.modules["__main__"]
+    return _state["warm"]
 
 
 def _point_packages_at(modlib):
     """Make `ansible` packages imported from an earlier modlib look into
     this one first, for the module_utils only this module ships."""
     for name, module in list(sys.modules.items()):
-        path = getattr(module, '__path__', None)
-        if (name == 'ansible' or name.startswith('ansible.')) and path is not None:
-            path.insert(0, os.path.join(modlib, *name.split('.')))
+        path = getattr(module, "__path__", None)
+        if (name == "ansible" or name.startswith("ansible.")) and path is not None:
+            path.insert(0, os.path.join(modlib, *name.split(".")))
 
 
 def _run_in_child(spec, modlib, env, chdir, out_w, err_w):
@@ -208,7 +208,7 @@ def _collect(pid, out_r, err_r):
                 os.close(fd)
     _, status = os.waitpid(pid, 0)
     rc = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
-    return target.shell_status(rc), b''.join(chunks[out_r]), b''.join(chunks[err_r])
+    return target.shell_status(rc), b"".join(chunks[out_r]), b"".join(chunks[err_r])
 
 
 def _run_forked(spec, modlib, env, chdir):
@@ -217,7 +217,7 @@ def _run_forked(spec, modlib, env, chdir):
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     with warnings.catch_warnings():
-        warnings.simplefilter('ignore', DeprecationWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         pid = os.fork()
     if pid == 0:
         os.close(out_r)
@@ -257,12 +257,13 @@ def run_module(spec, digest, modlib_data, env, chdir, interpreter, router):
     else:
         try:
             rc, stdout, stderr = target.run_process(
-                [interpreter, '-c', LAUNCHER, modlib], json.dumps(spec).encode(), chdir, env)
+                [interpreter, "-c", LAUNCHER, modlib], json.dumps(spec).encode(), chdir, env
+            )
         except OSError as e:
             if e.filename != interpreter:
                 raise
             # what the shell that runs stock's command says
             rc = 127 if e.errno == errno.ENOENT else 126
-            stdout, stderr = b'', ('%s: %s\n' % (interpreter, e.strerror)).encode()
+            stdout, stderr = b"", ("%s: %s\n" % (interpreter, e.strerror)).encode()
         rc = target.shell_status(rc)
     return rc, mitogen.core.Blob(stdout), mitogen.core.Blob(stderr)

@@ -21,7 +21,6 @@ import logging
 import os
 import resource
 import signal
-import sys
 import threading
 
 import ansible_mitogen.services
@@ -99,8 +98,10 @@ def main() -> None:
         ],
     )
     listener = mitogen.unix.listen(router, grant_authority=True)
+    responder = router.responder
+    assert isinstance(responder, mitogen.master.ModuleResponder)
     threading.Thread(
-        target=router.responder.prepare, args=(TARGET_MODULES,), name="prepare-modules", daemon=True
+        target=responder.prepare, args=(TARGET_MODULES,), name="prepare-modules", daemon=True
     ).start()
     try:
         os.write(1, (listener.path + "\n").encode())
@@ -114,4 +115,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -284,7 +284,7 @@ class ContextService(mitogen.service.Service):
         for context_id in context_ids:
             key = self._key_by_id.pop(context_id, None)
             context = self._by_key.get(key) if key is not None else None
-            if context is not None and context.context_id == context_id:
+            if key is not None and context is not None and context.context_id == context_id:
                 del self._by_key[key]
             self._init_results.pop(context_id, None)
 

@@ -17,7 +17,7 @@ import mitogen.service
 
 #: Process groups of commands and module runs in progress: killed when
 #: this context shuts down, so nothing outlives an interrupted playbook.
-running = set()
+running = set()  # type: set[int]
 
 
 def _kill_running():
@@ -32,8 +32,8 @@ def _kill_running():
 def init_child(router):
     """First call into a new target: arrange the cleanup above and return
     facts the controller keeps."""
-    mitogen.core.listen(router.broker, 'shutdown', _kill_running)
-    return {'home_dir': os.path.expanduser('~'), 'pid': os.getpid()}
+    mitogen.core.listen(router.broker, "shutdown", _kill_running)
+    return {"home_dir": os.path.expanduser("~"), "pid": os.getpid()}
 
 
 def usable_directory(path):
@@ -69,17 +69,21 @@ def run_process(argv, in_data=None, chdir=None, env=None, merge_stderr=False):
     """Run `argv` in a session of its own with `env` added to ours; return
     `(rc, stdout, stderr)` as bytes (stderr in stdout if `merge_stderr`)."""
     proc = subprocess.Popen(
-        argv, stdin=subprocess.PIPE if in_data else subprocess.DEVNULL,
+        argv,
+        stdin=subprocess.PIPE if in_data else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
-        cwd=usable_directory(chdir), env=dict(os.environ, **env) if env else None,
-        close_fds=True, start_new_session=True)
+        cwd=usable_directory(chdir),
+        env=dict(os.environ, **env) if env else None,
+        close_fds=True,
+        start_new_session=True,
+    )
     running.add(proc.pid)
     try:
         stdout, stderr = proc.communicate(in_data or None)
     finally:
         running.discard(proc.pid)
-    return proc.returncode, stdout, stderr or b''
+    return proc.returncode, stdout, stderr or b""
 
 
 def login_shell():
@@ -87,8 +91,8 @@ def login_shell():
     try:
         shell = pwd.getpwuid(os.getuid()).pw_shell
     except KeyError:
-        shell = ''
-    return shell or '/bin/sh'
+        shell = ""
+    return shell or "/bin/sh"
 
 
 def exec_command(cmd, in_data=None, chdir=None, executable=None, emulate_tty=False):
@@ -96,20 +100,21 @@ def exec_command(cmd, in_data=None, chdir=None, executable=None, emulate_tty=Fal
     shell, as sshd would); return `(rc, stdout, stderr)` as bytes. With
     `emulate_tty`, output looks as it would through the terminal `ssh -tt`
     gives: both streams in stdout, lines ending in CRLF."""
-    rc, stdout, stderr = run_process([executable or login_shell(), '-c', cmd], in_data, chdir,
-                                     merge_stderr=emulate_tty)
+    rc, stdout, stderr = run_process(
+        [executable or login_shell(), "-c", cmd], in_data, chdir, merge_stderr=emulate_tty
+    )
     if emulate_tty:
-        stdout = stdout.replace(b'\n', b'\r\n')
+        stdout = stdout.replace(b"\n", b"\r\n")
     return rc, mitogen.core.Blob(stdout), mitogen.core.Blob(stderr)
 
 
 def _atomic_write(path, write, mode=None):
     """Create `path` through a temporary file in the same directory and a
     rename, so readers never see a partial file."""
-    directory = os.path.dirname(path) or '.'
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.ansible_mitogen_')
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".ansible_mitogen_")
     try:
-        with os.fdopen(fd, 'wb') as fp:
+        with os.fdopen(fd, "wb") as fp:
             write(fp)
         if mode is None and os.path.exists(path):
             mode = os.stat(path).st_mode & 0o7777
@@ -140,14 +145,14 @@ def transfer_file(source, path, router, mode=None):
     ok, metadata = outcome[0]
     if not ok:
         os.unlink(path)
-        raise IOError('transfer of %s to %s ended early' % (source, path))
-    return metadata['size']
+        raise IOError("transfer of %s to %s ended early" % (source, path))
+    return metadata["size"]
 
 
 def read_small_file(path, limit):
     """The bytes of `path` if it holds at most `limit` bytes, else None
     (it is then streamed by a FileService)."""
-    with open(path, 'rb') as fp:
+    with open(path, "rb") as fp:
         if os.fstat(fp.fileno()).st_size > limit:
             return None
         return mitogen.core.Blob(fp.read())

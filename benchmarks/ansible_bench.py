@@ -202,7 +202,7 @@ class Hosts:
     daemons: list[Sshd]
     veth: str | None
     forks: int
-    target_cpu: TargetCpu
+    target_cpu: TargetCpu | None
 
 
 def reap_control_masters(control_dir: str) -> float:
@@ -246,7 +246,7 @@ def run(playbook: str, hosts: Hosts, strategy: str, workdir: str) -> Result:
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     wait_sessions_ended(hosts.daemons)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    target_before = hosts.target_cpu.seconds()
+    target_before = hosts.target_cpu.seconds() if hosts.target_cpu else None
     wire = wire_bytes(hosts.veth)
     started = time.perf_counter()
     proc = subprocess.run(
@@ -260,12 +260,13 @@ def run(playbook: str, hosts: Hosts, strategy: str, workdir: str) -> Result:
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     cpu += reap_control_masters(control_dir)
     wait_sessions_ended(hosts.daemons)
+    target_after = hosts.target_cpu.seconds() if hosts.target_cpu else None
     if proc.returncode:
         sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
     return Result(
         wall,
         cpu,
-        None if target_before is None else hosts.target_cpu.seconds() - target_before,
+        None if target_after is None or target_before is None else target_after - target_before,
         wire_bytes(hosts.veth) - wire,
         proc.returncode == 0,
     )
@@ -300,7 +301,8 @@ def main() -> None:
         try:
             compare(hosts, workdir, args.only)
         finally:
-            hosts.target_cpu.close()
+            if hosts.target_cpu:
+                hosts.target_cpu.close()
 
 
 def compare(hosts: Hosts, workdir: str, only: str | None) -> None:

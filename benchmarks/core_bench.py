@@ -17,10 +17,10 @@ from benchmarks import remote_funcs  # noqa: E402
 
 #: The original Mitogen's figures on this kind of machine, for comparison.
 REFERENCE = {
-    'local_start_ms': 180.0,
-    'fork_start_ms': 7.0,
-    'fork_rtt_us': 108.0,
-    'preamble_bytes': 19108,
+    "local_start_ms": 180.0,
+    "fork_start_ms": 7.0,
+    "fork_rtt_us": 108.0,
+    "preamble_bytes": 19108,
 }
 
 
@@ -54,8 +54,7 @@ def round_trips(context, count: int) -> list[float]:
 def throughput(context, size: int, tries: int = 3) -> float:
     """Best of `tries` transfers of a `size`-byte result, in MB/s."""
     context.call(remote_funcs.make_bytes, 1)
-    seconds = min(timed(lambda: context.call(remote_funcs.make_bytes, size))
-                  for _ in range(tries))
+    seconds = min(timed(lambda: context.call(remote_funcs.make_bytes, size)) for _ in range(tries))
     return size / seconds / 1048576
 
 
@@ -67,25 +66,26 @@ def ssh_benchmarks(router, starts: int, calls: int) -> None:
 
     with Testbed(pythons=[]) as bed:
         kwargs = {
-            'username': bed.accounts.sudo_nopw.name,
-            'port': bed.sshd.port,
-            'identity_file': str(bed.keys.client_key),
-            'known_hosts_file': str(bed.sshd.known_hosts),
-            'ssh_args': ['-F', '/dev/null', '-o', 'IdentityAgent=none'],
+            "username": bed.accounts.sudo_nopw.name,
+            "port": bed.sshd.port,
+            "identity_file": str(bed.keys.client_key),
+            "known_hosts_file": str(bed.sshd.known_hosts),
+            "ssh_args": ["-F", "/dev/null", "-o", "IdentityAgent=none"],
         }
-        options = mitogen.ssh.Options(router.max_message_size, hostname='127.0.0.1', **kwargs)
-        argv = mitogen.ssh.Connection(options, router).ssh_argv(['true'])
+        options = mitogen.ssh.Options(router.max_message_size, hostname="127.0.0.1", **kwargs)
+        argv = mitogen.ssh.Connection(options, router).ssh_argv(["true"])
         plain = statistics.median(
-            timed(lambda: subprocess.run(argv, check=True)) for _ in range(starts))
-        report('plain ssh host true (median)', plain * 1e3, 'ms')
+            timed(lambda: subprocess.run(argv, check=True)) for _ in range(starts)
+        )
+        report("plain ssh host true (median)", plain * 1e3, "ms")
 
         def start_ssh():
-            return router.ssh('127.0.0.1', **kwargs)
+            return router.ssh("127.0.0.1", **kwargs)
 
         def start_chain():
             return router.sudo(via=start_ssh())
 
-        for label, start in ('ssh start', start_ssh), ('ssh->sudo start', start_chain):
+        for label, start in ("ssh start", start_ssh), ("ssh->sudo start", start_chain):
             samples = []
             for _ in range(starts):
                 began = time.perf_counter()
@@ -93,52 +93,68 @@ def ssh_benchmarks(router, starts: int, calls: int) -> None:
                 samples.append(time.perf_counter() - began)
                 (context.via or context).shutdown(wait=True, timeout=10)
             median = statistics.median(samples)
-            report('%s (median)' % label, median * 1e3, 'ms')
-            print('%-28s %12.2f x plain ssh' % ('', median / plain), flush=True)
+            report("%s (median)" % label, median * 1e3, "ms")
+            print("%-28s %12.2f x plain ssh" % ("", median / plain), flush=True)
         context = start_ssh()
-        report('ssh call round trip', statistics.median(round_trips(context, calls)) * 1e6,
-               'us')
+        report("ssh call round trip", statistics.median(round_trips(context, calls)) * 1e6, "us")
         context.shutdown(wait=True, timeout=10)
 
 
 def report(name: str, value: float, unit: str, ref_key: str | None = None) -> None:
-    line = '%-28s %12.1f %s' % (name, value, unit)
+    line = "%-28s %12.1f %s" % (name, value, unit)
     if ref_key:
         ref = REFERENCE[ref_key]
-        line += '   (original: %.0f %s, ratio %.2fx)' % (ref, unit, ref / value)
+        line += "   (original: %.0f %s, ratio %.2fx)" % (ref, unit, ref / value)
     print(line, flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument('--starts', type=int, default=10, help='local starts to time')
-    parser.add_argument('--calls', type=int, default=1000, help='round trips per context')
-    parser.add_argument('--megabytes', type=int, default=100, help='size of the bulk result')
-    parser.add_argument('--ssh', action='store_true',
-                        help='also time ssh and ssh->sudo contexts on a private testbed '
-                             '(needs root)')
+    parser.add_argument("--starts", type=int, default=10, help="local starts to time")
+    parser.add_argument("--calls", type=int, default=1000, help="round trips per context")
+    parser.add_argument("--megabytes", type=int, default=100, help="size of the bulk result")
+    parser.add_argument(
+        "--ssh",
+        action="store_true",
+        help="also time ssh and ssh->sudo contexts on a private testbed (needs root)",
+    )
     args = parser.parse_args()
 
     broker = mitogen.master.Broker()
     router = mitogen.master.Router(broker)
     try:
-        report('local start (median)',
-               statistics.median(start_times(router, 'local', args.starts)) * 1e3, 'ms',
-               'local_start_ms')
-        report('fork start (median)',
-               statistics.median(start_times(router, 'fork', args.starts * 5)) * 1e3, 'ms',
-               'fork_start_ms')
+        report(
+            "local start (median)",
+            statistics.median(start_times(router, "local", args.starts)) * 1e3,
+            "ms",
+            "local_start_ms",
+        )
+        report(
+            "fork start (median)",
+            statistics.median(start_times(router, "fork", args.starts * 5)) * 1e3,
+            "ms",
+            "fork_start_ms",
+        )
         local = router.local()
         fork = router.fork()
-        report('local call round trip', statistics.median(round_trips(local, args.calls)) * 1e6,
-               'us')
-        report('fork call round trip', statistics.median(round_trips(fork, args.calls)) * 1e6,
-               'us', 'fork_rtt_us')
-        report('%d MB result throughput' % args.megabytes,
-               throughput(local, args.megabytes * 1048576), 'MB/s')
-        report('stage 0 command', len(mitogen.parent.get_stage0_command()), 'bytes')
-        report('preamble (compressed)', len(mitogen.parent.get_preamble()), 'bytes',
-               'preamble_bytes')
+        report(
+            "local call round trip", statistics.median(round_trips(local, args.calls)) * 1e6, "us"
+        )
+        report(
+            "fork call round trip",
+            statistics.median(round_trips(fork, args.calls)) * 1e6,
+            "us",
+            "fork_rtt_us",
+        )
+        report(
+            "%d MB result throughput" % args.megabytes,
+            throughput(local, args.megabytes * 1048576),
+            "MB/s",
+        )
+        report("stage 0 command", len(mitogen.parent.get_stage0_command()), "bytes")
+        report(
+            "preamble (compressed)", len(mitogen.parent.get_preamble()), "bytes", "preamble_bytes"
+        )
         if args.ssh:
             ssh_benchmarks(router, args.starts, args.calls)
     finally:
@@ -146,5 +162,5 @@ def main() -> None:
         broker.join()
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

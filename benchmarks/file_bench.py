@@ -19,25 +19,36 @@ from tests.testbed import Testbed  # noqa: E402
 
 def make_file(path: str, megabytes: int) -> None:
     block = os.urandom(1048576)
-    with open(path, 'wb') as fp:
+    with open(path, "wb") as fp:
         for _ in range(megabytes):
             fp.write(block)
 
 
 def time_scp(bed: Testbed, user: str, path: str, dest: str) -> float:
-    args = ['scp', '-q', '-P', str(bed.sshd.port), '-i', str(bed.keys.client_key),
-            '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes',
-            '-o', 'UserKnownHostsFile=%s' % bed.sshd.known_hosts,
-            path, '%s@127.0.0.1:%s' % (user, dest)]
+    args = [
+        "scp",
+        "-q",
+        "-P",
+        str(bed.sshd.port),
+        "-i",
+        str(bed.keys.client_key),
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "UserKnownHostsFile=%s" % bed.sshd.known_hosts,
+        path,
+        "%s@127.0.0.1:%s" % (user, dest),
+    ]
     started = time.perf_counter()
     subprocess.run(args, check=True)
     elapsed = time.perf_counter() - started
-    bed.sshd.run(user, 'rm -f %s' % dest)
+    bed.sshd.run(user, "rm -f %s" % dest)
     return elapsed
 
 
-def time_file_service(bed: Testbed, user: str, path: str, dest: str,
-                      compression: bool) -> float:
+def time_file_service(bed: Testbed, user: str, path: str, dest: str, compression: bool) -> float:
     broker = mitogen.master.Broker()
     router = mitogen.master.Router(broker)
     pool = mitogen.service.Pool(router, size=2)
@@ -45,15 +56,19 @@ def time_file_service(bed: Testbed, user: str, path: str, dest: str,
         service = mitogen.service.FileService(router)
         pool.add(service)
         service.register(path)
-        context = router.ssh(hostname='127.0.0.1', port=bed.sshd.port, username=user,
-                             identity_file=str(bed.keys.client_key),
-                             known_hosts_file=str(bed.sshd.known_hosts),
-                             compression=compression)
+        context = router.ssh(
+            hostname="127.0.0.1",
+            port=bed.sshd.port,
+            username=user,
+            identity_file=str(bed.keys.client_key),
+            known_hosts_file=str(bed.sshd.known_hosts),
+            compression=compression,
+        )
         context.call(service_helpers.identity_for_bench)
         started = time.perf_counter()
         ok, size, _, _, _ = context.call(service_helpers.fetch_file, path, dest)
         elapsed = time.perf_counter() - started
-        assert ok and size == os.path.getsize(path), 'short transfer'
+        assert ok and size == os.path.getsize(path), "short transfer"
         return elapsed
     finally:
         pool.stop(join=True)
@@ -63,25 +78,27 @@ def time_file_service(bed: Testbed, user: str, path: str, dest: str,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument('--megabytes', type=int, default=1024)
+    parser.add_argument("--megabytes", type=int, default=1024)
     args = parser.parse_args()
     with Testbed() as bed:
         user = bed.accounts.plain.name
-        workdir = os.path.join(str(bed.directory), 'bench')
+        workdir = os.path.join(str(bed.directory), "bench")
         os.makedirs(workdir)
         os.chmod(workdir, 0o755)
-        path = os.path.join(workdir, 'payload')
+        path = os.path.join(workdir, "payload")
         make_file(path, args.megabytes)
         os.chmod(path, 0o644)
-        dest = '/tmp/mitogen-file-bench-%d' % os.getpid()
+        dest = "/tmp/mitogen-file-bench-%d" % os.getpid()
         scp = time_scp(bed, user, path, dest)
         mb = args.megabytes
-        print('scp (no compression)           %7.2f s  %7.1f MB/s' % (scp, mb / scp))
+        print("scp (no compression)           %7.2f s  %7.1f MB/s" % (scp, mb / scp))
         for compression in (False, True):
             seconds = time_file_service(bed, user, path, dest, compression)
-            print('FileService, ssh compression=%-5s %6.2f s  %7.1f MB/s  (%.2fx scp)'
-                  % (compression, seconds, mb / seconds, scp / seconds))
+            print(
+                "FileService, ssh compression=%-5s %6.2f s  %7.1f MB/s  (%.2fx scp)"
+                % (compression, seconds, mb / seconds, scp / seconds)
+            )
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

@@ -6,4 +6,4 @@ def noop():
 
 
 def make_bytes(size: int) -> bytes:
-    return b'\0' * size
+    return b"\0" * size

@@ -20,7 +20,7 @@ parent_id = None
 parent_ids = []
 
 
-def main(log_level='INFO', profiling=False):
+def main(log_level="INFO", profiling=False):
     """Decorate the main function of a program that uses Mitogen.
 
     When the decorated function's module is running as ``__main__``, logging is
@@ -29,17 +29,21 @@ def main(log_level='INFO', profiling=False):
     imported anywhere else (notably in a child context fetching ``__main__``
     over the wire) the function is returned untouched and nothing runs.
     """
+
     def wrapper(func):
-        if func.__module__ != '__main__':
+        if func.__module__ != "__main__":
             return func
         import mitogen.utils
+
         mitogen.utils.log_to_file(level=log_level)
         if profiling:
             import cProfile
+
             profiler = cProfile.Profile()
             try:
                 return profiler.runcall(mitogen.utils.run_with_router, func)
             finally:
-                profiler.dump_stats('mitogen.main.pstats')
+                profiler.dump_stats("mitogen.main.pstats")
         return mitogen.utils.run_with_router(func)
+
     return wrapper

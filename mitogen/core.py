@@ -30,8 +30,8 @@ import zlib
 
 import mitogen
 
-LOG = logging.getLogger('mitogen')
-IOLOG = logging.getLogger('mitogen.io')
+LOG = logging.getLogger("mitogen")
+IOLOG = logging.getLogger("mitogen.io")
 
 #: Default size of reads from file descriptors.
 CHUNK_SIZE = 131072
@@ -58,7 +58,7 @@ IS_DEAD = 999
 
 # Frame header: magic, encoding, pad, dst_id, src_id, auth_id, handle,
 # reply_to, length.
-HEADER = struct.Struct('>HBxLLLLLL')
+HEADER = struct.Struct(">HBxLLLLLL")
 HEADER_LEN = HEADER.size
 MAGIC = 0x4D47
 
@@ -99,8 +99,8 @@ class TimeoutError(StreamError):
 class ChannelError(Error):
     """Raised when a channel dies or has been closed."""
 
-    remote_msg = 'Channel closed by remote end.'
-    local_msg = 'Channel closed by local end.'
+    remote_msg = "Channel closed by remote end."
+    local_msg = "Channel closed by local end."
 
 
 class CallError(Error):
@@ -112,26 +112,25 @@ class CallError(Error):
             type_name = qualname(type(e))
             message = str(e)
             tb = e.__traceback__
-            traceback_text = ''.join(traceback.format_tb(tb)) if tb else ''
+            traceback_text = "".join(traceback.format_tb(tb)) if tb else ""
         else:
             type_name = e
         self.type_name = type_name
-        self.message = message or ''
-        self.traceback_text = traceback_text or ''
-        text = '%s: %s' % (type_name, self.message)
+        self.message = message or ""
+        self.traceback_text = traceback_text or ""
+        text = "%s: %s" % (type_name, self.message)
         if self.traceback_text:
-            text += '\n' + self.traceback_text
+            text += "\n" + self.traceback_text
         Error.__init__(self, text)
 
     def __reduce__(self):
-        return _unpickle_call_error, (
-            self.type_name, self.message, self.traceback_text)
+        return _unpickle_call_error, (self.type_name, self.message, self.traceback_text)
 
 
 def _unpickle_call_error(type_name, message, traceback_text):
     for part in type_name, message, traceback_text:
         if not isinstance(part, str) or len(part) > 100000:
-            raise TypeError('cannot unpickle CallError: bad input')
+            raise TypeError("cannot unpickle CallError: bad input")
     return CallError(type_name, message, traceback_text)
 
 
@@ -139,7 +138,7 @@ class Blob(bytes):
     """Bytes whose repr() hides the content (large or sensitive data)."""
 
     def __repr__(self):
-        return '[blob: %d bytes]' % len(self)
+        return "[blob: %d bytes]" % len(self)
 
     def __reduce__(self):
         return Blob, (bytes(self),)
@@ -149,7 +148,7 @@ class Secret(str):
     """A string whose repr() and str-formatting in logs hide it."""
 
     def __repr__(self):
-        return '[secret]'
+        return "[secret]"
 
     def __reduce__(self):
         return Secret, (str(self),)
@@ -159,7 +158,7 @@ class Kwargs(dict):
     """A dict of keyword arguments for a remote call."""
 
     def __repr__(self):
-        return 'Kwargs(%s)' % dict.__repr__(self)
+        return "Kwargs(%s)" % dict.__repr__(self)
 
     def __reduce__(self):
         return Kwargs, (dict(self),)
@@ -167,21 +166,20 @@ class Kwargs(dict):
 
 def qualname(obj):
     """Return `module.Name` for a class or function."""
-    return '%s.%s' % (obj.__module__, obj.__qualname__)
+    return "%s.%s" % (obj.__module__, obj.__qualname__)
 
 
 def to_text(o):
     """Decode bytes as UTF-8, or return str(o)."""
     if isinstance(o, bytes):
-        return o.decode('utf-8', 'replace')
+        return o.decode("utf-8", "replace")
     return str(o)
 
 
 def has_parent_authority(msg, _stream=None):
     """Policy allowing only messages sent on the authority of this context or
     one of its ancestors."""
-    return (msg.auth_id == mitogen.context_id or
-            msg.auth_id in mitogen.parent_ids)
+    return msg.auth_id == mitogen.context_id or msg.auth_id in mitogen.parent_ids
 
 
 def takes_econtext(func):
@@ -222,8 +220,7 @@ def pipe():
     return rfd, wfd
 
 
-_DISCONNECT_ERRNOS = (errno.EPIPE, errno.ECONNRESET, errno.EIO, errno.EBADF,
-                      errno.ENOTCONN)
+_DISCONNECT_ERRNOS = (errno.EPIPE, errno.ECONNRESET, errno.EIO, errno.EBADF, errno.ENOTCONN)
 
 
 def io_op(func, *args):
@@ -244,18 +241,18 @@ def io_op(func, *args):
 
 def listen(obj, name, func):
     """Arrange for `func()` to be called when signal `name` fires on `obj`."""
-    obj.__dict__.setdefault('_signals', {}).setdefault(name, []).append(func)
+    obj.__dict__.setdefault("_signals", {}).setdefault(name, []).append(func)
 
 
 def unlisten(obj, name, func):
     """Remove `func` from signal `name` on `obj`. Raises ValueError if it was
     not registered."""
-    obj.__dict__.get('_signals', {}).get(name, []).remove(func)
+    obj.__dict__.get("_signals", {}).get(name, []).remove(func)
 
 
 def fire(obj, name, *args, **kwargs):
     """Call every function listening for signal `name` on `obj`."""
-    for func in list(obj.__dict__.get('_signals', {}).get(name, ())):
+    for func in list(obj.__dict__.get("_signals", {}).get(name, ())):
         func(*args, **kwargs)
 
 
@@ -266,28 +263,36 @@ def now():
 # ---------------------------------------------------------------------------
 # Serialisation.
 
+
 def _unpickle_context(router, context_id, name):
-    if not isinstance(context_id, int) or context_id < 0 or not (
-            name is None or (isinstance(name, str) and len(name) < 256)):
-        raise TypeError('cannot unpickle Context: bad input')
+    if (
+        not isinstance(context_id, int)
+        or context_id < 0
+        or not (name is None or (isinstance(name, str) and len(name) < 256))
+    ):
+        raise TypeError("cannot unpickle Context: bad input")
     return router.context_by_id(context_id, name=name)
 
 
 def _unpickle_sender(router, context_id, dst_handle):
-    if not (isinstance(context_id, int) and isinstance(dst_handle, int) and
-            context_id >= 0 and dst_handle > 0):
-        raise TypeError('cannot unpickle Sender: bad input')
+    if not (
+        isinstance(context_id, int)
+        and isinstance(dst_handle, int)
+        and context_id >= 0
+        and dst_handle > 0
+    ):
+        raise TypeError("cannot unpickle Sender: bad input")
     return Sender(router.context_by_id(context_id), dst_handle)
 
 
 #: Mitogen types an incoming pickle may construct, with the one plain type
 #: each accepts as its only argument.
-_SAFE_TYPES = {'Blob': bytes, 'Secret': str, 'Kwargs': dict}
+_SAFE_TYPES = {"Blob": bytes, "Secret": str, "Kwargs": dict}
 
 
 def _construct(name, args):
     if len(args) != 1 or type(args[0]) is not _SAFE_TYPES[name]:
-        raise TypeError('cannot unpickle %s: bad input' % (name,))
+        raise TypeError("cannot unpickle %s: bad input" % (name,))
     return globals()[name](args[0])
 
 
@@ -295,20 +300,19 @@ class _Unpickler(pickle.Unpickler):
     """Rebuild only plain data and Mitogen's own types."""
 
     def __init__(self, data, router):
-        pickle.Unpickler.__init__(self, io.BytesIO(data), encoding='bytes')
+        pickle.Unpickler.__init__(self, io.BytesIO(data), encoding="bytes")
         self.router = router
 
     def find_class(self, module, name):
         if module == __name__:
             if name in _SAFE_TYPES:
                 return lambda *args: _construct(name, args)
-            if name == '_unpickle_call_error':
+            if name == "_unpickle_call_error":
                 return _unpickle_call_error
-            if name in ('_unpickle_context', '_unpickle_sender'):
+            if name in ("_unpickle_context", "_unpickle_sender"):
                 func = globals()[name]
                 return lambda *args: func(self.router, *args)
-        raise StreamError('refused to unpickle %s.%s: type not allowed',
-                          module, name)
+        raise StreamError("refused to unpickle %s.%s: type not allowed", module, name)
 
 
 class Message:
@@ -317,7 +321,7 @@ class Message:
     dst_id = None
     handle = None
     reply_to = None
-    data = b''
+    data = b""
     encoding = ENC_RAW
     router = None
     receiver = None
@@ -329,9 +333,15 @@ class Message:
         self.__dict__.update(kwargs)
 
     def __repr__(self):
-        return 'Message(%r, %r, %r, %r, %r, %r..%d)' % (
-            self.dst_id, self.src_id, self.auth_id, self.handle,
-            self.reply_to, self.data[:50], len(self.data))
+        return "Message(%r, %r, %r, %r, %r, %r..%d)" % (
+            self.dst_id,
+            self.src_id,
+            self.auth_id,
+            self.handle,
+            self.reply_to,
+            self.data[:50],
+            len(self.data),
+        )
 
     @property
     def is_dead(self):
@@ -341,8 +351,7 @@ class Message:
     @classmethod
     def dead(cls, reason=None, **kwargs):
         """Return a dead message carrying an optional reason."""
-        return cls(reply_to=IS_DEAD, data=(reason or '').encode('utf-8'),
-                   **kwargs)
+        return cls(reply_to=IS_DEAD, data=(reason or "").encode("utf-8"), **kwargs)
 
     @classmethod
     def pickled(cls, obj, **kwargs):
@@ -372,21 +381,28 @@ class Message:
         if self.is_dead and throw_dead:
             self._throw_dead()
         if self.encoding != ENC_PICKLE:
-            raise StreamError('message body is not serialised data')
+            raise StreamError("message body is not serialised data")
         try:
             obj = _Unpickler(self.data, self.router).load()
         except StreamError:
             raise
         except Exception as e:
-            raise StreamError('cannot unpickle message: %s', e)
+            raise StreamError("cannot unpickle message: %s", e)
         if throw and isinstance(obj, CallError):
             raise obj
         return obj
 
     def pack_header(self):
-        return HEADER.pack(MAGIC, self.encoding, self.dst_id, self.src_id,
-                           self.auth_id, self.handle, self.reply_to or 0,
-                           len(self.data))
+        return HEADER.pack(
+            MAGIC,
+            self.encoding,
+            self.dst_id,
+            self.src_id,
+            self.auth_id,
+            self.handle,
+            self.reply_to or 0,
+            len(self.data),
+        )
 
 
 class Decoder:
@@ -411,12 +427,13 @@ class Decoder:
 
     def _check(self, magic, enc, length):
         if magic != MAGIC:
-            raise StreamError('corrupt frame: bad magic 0x%04x', magic)
+            raise StreamError("corrupt frame: bad magic 0x%04x", magic)
         if enc not in ENCODINGS:
-            raise StreamError('corrupt frame: unknown encoding %d', enc)
+            raise StreamError("corrupt frame: unknown encoding %d", enc)
         if length > self.max_message_size:
-            raise StreamError('oversized frame: %d bytes exceeds the '
-                              'maximum of %d', length, self.max_message_size)
+            raise StreamError(
+                "oversized frame: %d bytes exceeds the maximum of %d", length, self.max_message_size
+            )
 
     def feed(self, data):
         if data:
@@ -424,25 +441,32 @@ class Decoder:
             self._size += len(data)
         if self._size < self._need:
             return []
-        buf = self._chunks[0] if len(self._chunks) == 1 else \
-            b''.join(self._chunks)
+        buf = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
         msgs = []
         pos = 0
         while True:
             if len(buf) - pos < HEADER_LEN:
                 need = HEADER_LEN
                 break
-            (magic, enc, dst_id, src_id, auth_id, handle, reply_to,
-             length) = HEADER.unpack_from(buf, pos)
+            (magic, enc, dst_id, src_id, auth_id, handle, reply_to, length) = HEADER.unpack_from(
+                buf, pos
+            )
             self._check(magic, enc, length)
             end = pos + HEADER_LEN + length
             if len(buf) < end:
                 need = end - pos
                 break
-            msgs.append(Message(dst_id=dst_id, src_id=src_id,
-                                auth_id=auth_id, handle=handle,
-                                reply_to=reply_to, encoding=enc,
-                                data=buf[pos + HEADER_LEN:end]))
+            msgs.append(
+                Message(
+                    dst_id=dst_id,
+                    src_id=src_id,
+                    auth_id=auth_id,
+                    handle=handle,
+                    reply_to=reply_to,
+                    encoding=enc,
+                    data=buf[pos + HEADER_LEN : end],
+                )
+            )
             pos = end
         rest = buf[pos:] if pos else buf
         self._chunks = [rest] if rest else []
@@ -453,6 +477,7 @@ class Decoder:
 
 # ---------------------------------------------------------------------------
 # Synchronisation and channels.
+
 
 class Latch:
     """A thread-safe queue whose get() blocks with a timeout; closing it
@@ -466,7 +491,7 @@ class Latch:
         self.notify = None
 
     def __repr__(self):
-        return 'Latch(size=%d, closed=%r)' % (len(self._queue), self.closed)
+        return "Latch(size=%d, closed=%r)" % (len(self._queue), self.closed)
 
     def size(self):
         return len(self._queue)
@@ -524,16 +549,22 @@ class Receiver:
     #: Called with the receiver after each message arrives; used by Select.
     notify = None
 
-    def __init__(self, router, handle=None, persist=True, respondent=None,
-                 policy=None, overwrite=False):
+    def __init__(
+        self, router, handle=None, persist=True, respondent=None, policy=None, overwrite=False
+    ):
         self.router = router
         self._latch = Latch()
         self.handle = router.add_handler(
-            fn=self._on_receive, handle=handle, policy=policy,
-            persist=persist, respondent=respondent, overwrite=overwrite)
+            fn=self._on_receive,
+            handle=handle,
+            policy=policy,
+            persist=persist,
+            respondent=respondent,
+            overwrite=overwrite,
+        )
 
     def __repr__(self):
-        return 'Receiver(%r, %r)' % (self.router, self.handle)
+        return "Receiver(%r, %r)" % (self.router, self.handle)
 
     def __enter__(self):
         return self
@@ -601,7 +632,7 @@ class Sender:
         self.dst_handle = dst_handle
 
     def __repr__(self):
-        return 'Sender(%r, %r)' % (self.context, self.dst_handle)
+        return "Sender(%r, %r)" % (self.context, self.dst_handle)
 
     def __reduce__(self):
         return _unpickle_sender, (self.context.context_id, self.dst_handle)
@@ -612,8 +643,7 @@ class Sender:
 
     def close(self):
         """Tell the remote receiver no more data will follow."""
-        self.context.send(Message.dead(ChannelError.remote_msg,
-                                       handle=self.dst_handle))
+        self.context.send(Message.dead(ChannelError.remote_msg, handle=self.dst_handle))
 
 
 class Channel(Sender, Receiver):
@@ -624,8 +654,7 @@ class Channel(Sender, Receiver):
         Receiver.__init__(self, router, handle)
 
     def __repr__(self):
-        return 'Channel(%r, %r)' % (Sender.__repr__(self),
-                                    Receiver.__repr__(self))
+        return "Channel(%r, %r)" % (Sender.__repr__(self), Receiver.__repr__(self))
 
     def close(self):
         Receiver.close(self)
@@ -646,10 +675,10 @@ class Context:
         return _unpickle_context, (self.context_id, self.name)
 
     def __repr__(self):
-        return 'Context(%s, %r)' % (self.context_id, self.name)
+        return "Context(%s, %r)" % (self.context_id, self.name)
 
     def on_disconnect(self):
-        fire(self, 'disconnect')
+        fire(self, "disconnect")
 
     def send(self, msg):
         """Route `msg` to this context."""
@@ -671,12 +700,10 @@ class Context:
         """Start a call to `service_name.method_name` in this context."""
         if not isinstance(service_name, str):
             service_name = service_name.name()
-        msg = Message.pickled((service_name, method_name, Kwargs(kwargs)),
-                              handle=CALL_SERVICE)
+        msg = Message.pickled((service_name, method_name, Kwargs(kwargs)), handle=CALL_SERVICE)
         return self.send_async(msg)
 
-    def call_service(self, service_name, method_name, timeout=None,
-                     **kwargs):
+    def call_service(self, service_name, method_name, timeout=None, **kwargs):
         """Call `service_name.method_name` in this context and return the
         result."""
         recv = self.call_service_async(service_name, method_name, **kwargs)
@@ -686,11 +713,12 @@ class Context:
 # ---------------------------------------------------------------------------
 # Pollers, sides, streams and protocols.
 
+
 class Poller:
     """Track interest in file descriptors and wait for readiness; the base
     implementation uses select(2)."""
 
-    _repr = 'Poller()'
+    _repr = "Poller()"
 
     def __init__(self):
         self._rfds = {}
@@ -749,11 +777,11 @@ class Side:
             set_nonblock(fd)
 
     def __repr__(self):
-        return '<Side of %r fd %s>' % (self.stream, self.fd)
+        return "<Side of %r fd %s>" % (self.stream, self.fd)
 
     def fileno(self):
         if self.closed:
-            raise StreamError('%r is closed', self)
+            raise StreamError("%r is closed", self)
         return self.fd
 
     def close(self):
@@ -765,9 +793,9 @@ class Side:
         """Return bytes read, b'' on disconnection, or None if the read
         would block."""
         if self.closed:
-            return b''
+            return b""
         s, disconnected = io_op(os.read, self.fd, n)
-        return b'' if disconnected else s
+        return b"" if disconnected else s
 
     def write(self, s):
         """Return the number of bytes written, or None on disconnection."""
@@ -786,10 +814,10 @@ class Stream:
     receive_side = None
     transmit_side = None
     protocol = None
-    name = 'default'
+    name = "default"
 
     def __repr__(self):
-        return '<Stream %s #%04x>' % (self.name, id(self) & 0xffff)
+        return "<Stream %s #%04x>" % (self.name, id(self) & 0xFFFF)
 
     def set_protocol(self, protocol):
         self.protocol = protocol
@@ -818,7 +846,7 @@ class Stream:
         self.protocol.on_transmit(broker)
 
     def on_shutdown(self, broker):
-        fire(self, 'shutdown')
+        fire(self, "shutdown")
         self.protocol.on_shutdown(broker)
 
     def on_disconnect(self, broker):
@@ -826,7 +854,7 @@ class Stream:
             return
         self.protocol.disconnected = True
         self.protocol.on_disconnect(broker)
-        fire(self, 'disconnect')
+        fire(self, "disconnect")
 
 
 class Protocol:
@@ -844,8 +872,7 @@ class Protocol:
         return stream
 
     def __repr__(self):
-        return '%s(%s)' % (type(self).__name__, self.stream and
-                           self.stream.name)
+        return "%s(%s)" % (type(self).__name__, self.stream and self.stream.name)
 
     def on_receive(self, broker, data):
         """Called with each chunk read from the receive side."""
@@ -873,8 +900,8 @@ class DelimitedProtocol(Protocol):
     each. on_line_received() returns False after switching the stream to
     another protocol; the remaining bytes are then handed to it."""
 
-    delimiter = b'\n'
-    _trailer = b''
+    delimiter = b"\n"
+    _trailer = b""
 
     def on_receive(self, broker, buf):
         buf = self._trailer + buf
@@ -886,7 +913,7 @@ class DelimitedProtocol(Protocol):
             line = buf[start:end]
             start = end + len(self.delimiter)
             if self.on_line_received(line) is False:
-                self._trailer = b''
+                self._trailer = b""
                 if start < len(buf):
                     self.stream.protocol.on_receive(broker, buf[start:])
                 return
@@ -921,12 +948,12 @@ class IoLoggerProtocol(DelimitedProtocol):
         self._log.setLevel(logging.INFO)
 
     def on_line_received(self, line):
-        self._log.info('%s', to_text(line).rstrip('\r'))
+        self._log.info("%s", to_text(line).rstrip("\r"))
 
     def on_disconnect(self, broker):
         if self._trailer:
             self.on_line_received(self._trailer)
-            self._trailer = b''
+            self._trailer = b""
         DelimitedProtocol.on_disconnect(self, broker)
 
 
@@ -994,7 +1021,7 @@ class MitogenProtocol(Protocol):
         self._writer = BufferedWriter(router.broker, self)
 
     def __repr__(self):
-        return 'MitogenProtocol(%s)' % (self.remote_id,)
+        return "MitogenProtocol(%s)" % (self.remote_id,)
 
     def pending_bytes(self):
         """Bytes queued for transmission; call on the Broker thread."""
@@ -1004,7 +1031,7 @@ class MitogenProtocol(Protocol):
         try:
             msgs = self._decoder.feed(buf)
         except StreamError as e:
-            LOG.error('%r: %s; disconnecting this stream', self, e)
+            LOG.error("%r: %s; disconnecting this stream", self, e)
             self.stream.on_disconnect(broker)
             return
         for msg in msgs:
@@ -1018,7 +1045,7 @@ class MitogenProtocol(Protocol):
         if not self._writer.pending_bytes():
             if self._close_when_drained:
                 return self.stream.on_disconnect(broker)
-            fire(self.stream, 'drain')
+            fire(self.stream, "drain")
 
     def _send(self, msg):
         """Write `msg`; call on the Broker thread."""
@@ -1044,7 +1071,7 @@ class Waker(Protocol):
     @classmethod
     def build_stream(cls, broker):
         stream = super(Waker, cls).build_stream(broker)
-        stream.name = 'waker'
+        stream.name = "waker"
         stream.accept(*pipe())
         stream.receive_side.keep_alive = False
         return stream
@@ -1059,12 +1086,12 @@ class Waker(Protocol):
         """Arrange for `func(*args, **kwargs)` to run on the Broker."""
         with self._lock:
             if self.stream.transmit_side.closed:
-                raise Error('cannot defer %r: the Broker has exited', func)
+                raise Error("cannot defer %r: the Broker has exited", func)
             self._deferred.append((func, args, kwargs))
             wake = not self._pending
             self._pending = True
         if wake:
-            self.stream.transmit_side.write(b' ')
+            self.stream.transmit_side.write(b" ")
 
     def on_receive(self, broker, buf):
         with self._lock:
@@ -1075,7 +1102,7 @@ class Waker(Protocol):
             try:
                 func(*args, **kwargs)
             except Exception:
-                LOG.exception('%r: deferred %r crashed', self, func)
+                LOG.exception("%r: deferred %r crashed", self, func)
 
     def on_disconnect(self, broker):
         with self._lock:
@@ -1084,6 +1111,7 @@ class Waker(Protocol):
 
 # ---------------------------------------------------------------------------
 # Timers and the Broker.
+
 
 class Timer:
     """A function scheduled to run on the Broker at a monotonic time."""
@@ -1148,15 +1176,14 @@ class Broker:
         self._waker = Waker.build_stream(self)
         self.defer = self._waker.protocol.defer
         self.poller.start_receive(
-            self._waker.receive_side.fd,
-            (self._waker.receive_side, self._waker.on_receive))
-        self._thread = threading.Thread(target=self._broker_main,
-                                        name='mitogen.broker')
+            self._waker.receive_side.fd, (self._waker.receive_side, self._waker.on_receive)
+        )
+        self._thread = threading.Thread(target=self._broker_main, name="mitogen.broker")
         self._thread.daemon = True
         self._thread.start()
 
     def __repr__(self):
-        return 'Broker(%04x)' % (id(self) & 0xffff,)
+        return "Broker(%04x)" % (id(self) & 0xFFFF,)
 
     def _on_thread(self):
         return threading.current_thread() is self._thread
@@ -1172,6 +1199,7 @@ class Broker:
                 latch.put((True, func()))
             except Exception as e:
                 latch.put((False, e))
+
         self.defer(wrapper)
         ok, value = latch.get(timeout=timeout)
         if not ok:
@@ -1187,8 +1215,7 @@ class Broker:
     def start_receive(self, stream):
         """Watch `stream` for readability."""
         side = stream.receive_side
-        self._run_here(self.poller.start_receive, side.fd,
-                       (side, stream.on_receive))
+        self._run_here(self.poller.start_receive, side.fd, (side, stream.on_receive))
 
     def stop_receive(self, stream):
         self._run_here(self.poller.stop_receive, stream.receive_side.fd)
@@ -1202,20 +1229,18 @@ class Broker:
 
     def keep_alive(self):
         """True while a stream still wants the Broker to run."""
-        return any(data[0].keep_alive for _, data in self.poller.readers
-                   if isinstance(data, tuple))
+        return any(data[0].keep_alive for _, data in self.poller.readers if isinstance(data, tuple))
 
     def _call(self, stream, func):
         try:
             func(self)
         except Exception:
-            LOG.exception('%r crashed', stream)
+            LOG.exception("%r crashed", stream)
             stream.on_disconnect(self)
 
     def _loop_once(self, timeout=None):
         timer_timeout = self.timers.get_timeout()
-        if timeout is None or (timer_timeout is not None and
-                               timer_timeout < timeout):
+        if timeout is None or (timer_timeout is not None and timer_timeout < timeout):
             timeout = timer_timeout
         for side, func in self.poller.poll(timeout):
             self._call(side.stream, func)
@@ -1227,7 +1252,7 @@ class Broker:
             self._call(side.stream, side.stream.on_disconnect)
         self._waker.on_disconnect(self)
         self.poller.close()
-        fire(self, 'exit')
+        fire(self, "exit")
 
     def _broker_shutdown(self):
         for _, (side, _) in self.poller.readers:
@@ -1236,20 +1261,22 @@ class Broker:
         while self.keep_alive() and now() < deadline:
             self._loop_once(max(0.0, deadline - now()))
         if self.keep_alive():
-            LOG.error('%r: streams still open %.1f seconds after shutdown '
-                      'began; forcing them closed: %r', self,
-                      self.shutdown_timeout,
-                      [data[0] for _, data in self.poller.readers])
+            LOG.error(
+                "%r: streams still open %.1f seconds after shutdown began; forcing them closed: %r",
+                self,
+                self.shutdown_timeout,
+                [data[0] for _, data in self.poller.readers],
+            )
 
     def _broker_main(self):
         try:
             while self._alive:
                 self._loop_once()
-            fire(self, 'before_shutdown')
-            fire(self, 'shutdown')
+            fire(self, "before_shutdown")
+            fire(self, "shutdown")
             self._broker_shutdown()
         except Exception:
-            LOG.exception('%r: broker crashed', self)
+            LOG.exception("%r: broker crashed", self)
         finally:
             self._exitted = True
             self._broker_exit()
@@ -1272,6 +1299,7 @@ class Broker:
 # ---------------------------------------------------------------------------
 # The Router.
 
+
 class Router:
     """Route messages between handlers in this context and streams to
     other contexts, enforcing the authority rules."""
@@ -1285,18 +1313,17 @@ class Router:
 
     def __init__(self, broker):
         self.broker = broker
-        listen(broker, 'exit', self._on_broker_exit)
+        listen(broker, "exit", self._on_broker_exit)
         self._lock = threading.Lock()
         self._stream_by_id = {}
         self._context_by_id = {}
         self._handle_map = {}
         self._handles_by_respondent = {}
         self._last_handle = itertools.count(1000)
-        self.add_handler(self._on_del_route, DEL_ROUTE,
-                         policy=has_parent_authority)
+        self.add_handler(self._on_del_route, DEL_ROUTE, policy=has_parent_authority)
 
     def __repr__(self):
-        return 'Router(%r)' % (self.broker,)
+        return "Router(%r)" % (self.broker,)
 
     def myself(self):
         """Return a Context referring to this context."""
@@ -1321,8 +1348,7 @@ class Router:
         """Attach a connected stream for `context` and start reading it."""
         self._context_by_id[context.context_id] = context
         self.add_route(context.context_id, stream)
-        listen(stream, 'disconnect',
-               lambda: self._on_stream_disconnect(stream))
+        listen(stream, "disconnect", lambda: self._on_stream_disconnect(stream))
         self.broker.start_receive(stream)
 
     def add_route(self, target_id, stream):
@@ -1334,8 +1360,7 @@ class Router:
             self._on_context_gone(target_id)
 
     def _on_stream_disconnect(self, stream):
-        gone = [i for i, s in list(self._stream_by_id.items())
-                if s is stream]
+        gone = [i for i, s in list(self._stream_by_id.items()) if s is stream]
         for target_id in gone:
             self._stream_by_id.pop(target_id, None)
         for target_id in gone:
@@ -1348,15 +1373,13 @@ class Router:
         with self._lock:
             handles = self._handles_by_respondent.pop(target_id, ())
         for handle in handles:
-            self._kill_handle(handle, 'the respondent context %d has '
-                                      'disconnected' % (target_id,))
+            self._kill_handle(handle, "the respondent context %d has disconnected" % (target_id,))
 
     def _on_del_route(self, msg):
         if msg.is_dead:
             return
         target_id = int(msg.data.partition(b":")[0])
-        if self._stream_by_id.get(target_id, self.parent_stream) is \
-                self.parent_stream:
+        if self._stream_by_id.get(target_id, self.parent_stream) is self.parent_stream:
             self._stream_by_id.pop(target_id, None)
             self._on_context_gone(target_id)
 
@@ -1364,7 +1387,7 @@ class Router:
         with self._lock:
             handles = list(self._handle_map)
         for handle in handles:
-            self._kill_handle(handle, 'the Broker has exited')
+            self._kill_handle(handle, "the Broker has exited")
 
     def _kill_handle(self, handle, reason):
         with self._lock:
@@ -1374,11 +1397,11 @@ class Router:
             try:
                 fn(Message.dead(reason, handle=handle))
             except Exception:
-                LOG.exception('%r: handler %r crashed on disconnect',
-                              self, fn)
+                LOG.exception("%r: handler %r crashed on disconnect", self, fn)
 
-    def add_handler(self, fn, handle=None, persist=True, policy=None,
-                    respondent=None, overwrite=False):
+    def add_handler(
+        self, fn, handle=None, persist=True, policy=None, respondent=None, overwrite=False
+    ):
         """Call `fn(msg)` on the Broker thread for messages to `handle`.
 
         :param policy: `policy(msg, stream) -> bool`; refused messages are
@@ -1390,11 +1413,10 @@ class Router:
         handle = handle or next(self._last_handle)
         with self._lock:
             if handle in self._handle_map and not overwrite:
-                raise Error('handle %d is already registered', handle)
+                raise Error("handle %d is already registered", handle)
             self._handle_map[handle] = persist, fn, policy, respondent
             if respondent is not None:
-                self._handles_by_respondent.setdefault(
-                    respondent.context_id, set()).add(handle)
+                self._handles_by_respondent.setdefault(respondent.context_id, set()).add(handle)
         return handle
 
     def del_handler(self, handle):
@@ -1402,8 +1424,7 @@ class Router:
         with self._lock:
             _, _, _, respondent = self._handle_map.pop(handle)
             if respondent is not None:
-                self._handles_by_respondent.get(
-                    respondent.context_id, set()).discard(handle)
+                self._handles_by_respondent.get(respondent.context_id, set()).discard(handle)
 
     def _invoke(self, msg, stream):
         with self._lock:
@@ -1412,31 +1433,30 @@ class Router:
                 self._handle_map.pop(msg.handle)
         if entry is None:
             if not msg.is_dead:
-                LOG.debug('%r: no handler for %r', self, msg)
-                self._refuse(msg, 'no handler for handle %d in context %d' % (
-                    msg.handle, mitogen.context_id))
+                LOG.debug("%r: no handler for %r", self, msg)
+                self._refuse(
+                    msg, "no handler for handle %d in context %d" % (msg.handle, mitogen.context_id)
+                )
             return
         persist, fn, policy, respondent = entry
         if respondent is not None and not persist:
             with self._lock:
-                self._handles_by_respondent.get(
-                    respondent.context_id, set()).discard(msg.handle)
+                self._handles_by_respondent.get(respondent.context_id, set()).discard(msg.handle)
         if policy and not policy(msg, stream):
-            LOG.error('%r: policy refused message: %r', self, msg)
+            LOG.error("%r: policy refused message: %r", self, msg)
             if not persist:
                 self.add_handler(fn, msg.handle, persist, policy, respondent)
-            self._refuse(msg, 'message refused by policy')
+            self._refuse(msg, "message refused by policy")
             return
         msg.router = self
         try:
             fn(msg)
         except Exception:
-            LOG.exception('%r: handler %r crashed on %r', self, fn, msg)
+            LOG.exception("%r: handler %r crashed on %r", self, fn, msg)
 
     def _refuse(self, msg, reason):
         if msg.reply_to and not msg.is_dead:
-            self._async_route(Message.dead(reason, dst_id=msg.src_id,
-                                           handle=msg.reply_to))
+            self._async_route(Message.dead(reason, dst_id=msg.src_id, handle=msg.reply_to))
 
     def _is_from(self, context_id, in_stream):
         """True if `context_id` is reachable through `in_stream`."""
@@ -1445,37 +1465,47 @@ class Router:
     def _async_route(self, msg, in_stream=None):
         """Deliver or forward `msg`; runs on the Broker thread."""
         if len(msg.data) > self.max_message_size:
-            LOG.error('%r: dropping oversized message %r', self, msg)
-            return self._refuse(msg, 'message too large (max %d bytes)' % (
-                self.max_message_size,))
+            LOG.error("%r: dropping oversized message %r", self, msg)
+            return self._refuse(msg, "message too large (max %d bytes)" % (self.max_message_size,))
         if in_stream is not None:
             protocol = in_stream.protocol
             if not self._is_from(msg.src_id, in_stream):
-                LOG.error('%r: dropping %r from %r: its src_id is not '
-                          'reachable through that stream', self, msg,
-                          in_stream)
+                LOG.error(
+                    "%r: dropping %r from %r: its src_id is not reachable through that stream",
+                    self,
+                    msg,
+                    in_stream,
+                )
                 return
             if protocol.auth_id is not None:
                 msg.auth_id = protocol.auth_id
-            elif in_stream is not self.parent_stream and \
-                    not self._is_from(msg.auth_id, in_stream):
-                LOG.error('%r: dropping %r from %r: it claims authority '
-                          'of context %s, which it does not have', self, msg,
-                          in_stream, msg.auth_id)
+            elif in_stream is not self.parent_stream and not self._is_from(msg.auth_id, in_stream):
+                LOG.error(
+                    "%r: dropping %r from %r: it claims authority "
+                    "of context %s, which it does not have",
+                    self,
+                    msg,
+                    in_stream,
+                    msg.auth_id,
+                )
                 return
         if msg.dst_id == mitogen.context_id:
             return self._invoke(msg, in_stream)
         out_stream = self.stream_by_id(msg.dst_id)
         if out_stream is None or out_stream is in_stream:
             if not msg.is_dead:
-                LOG.debug('%r: no route for %r', self, msg)
-            return self._refuse(msg, 'no route to context %d from %d' % (
-                msg.dst_id, mitogen.context_id))
-        if (self.unidirectional and in_stream is not None and
-                not in_stream.protocol.is_privileged and
-                not out_stream.protocol.is_privileged):
-            LOG.error('%r: refused %r: unidirectional routing', self, msg)
-            return self._refuse(msg, 'routing between children is disabled')
+                LOG.debug("%r: no route for %r", self, msg)
+            return self._refuse(
+                msg, "no route to context %d from %d" % (msg.dst_id, mitogen.context_id)
+            )
+        if (
+            self.unidirectional
+            and in_stream is not None
+            and not in_stream.protocol.is_privileged
+            and not out_stream.protocol.is_privileged
+        ):
+            LOG.error("%r: refused %r: unidirectional routing", self, msg)
+            return self._refuse(msg, "routing between children is disabled")
         out_stream.protocol._send(msg)
 
     def route(self, msg):
@@ -1486,13 +1516,14 @@ class Router:
 # ---------------------------------------------------------------------------
 # Import over the wire.
 
+
 class Importer:
     """A sys.meta_path finder that fetches modules the target lacks (and
     always Mitogen itself and __main__) from the parent, caching answers,
     including negative ones."""
 
     #: Top-level names always fetched from the parent.
-    ALWAYS_REMOTE = ('mitogen', '__main__')
+    ALWAYS_REMOTE = ("mitogen", "__main__")
 
     def __init__(self, router, context, whitelist=(), blacklist=()):
         self._router = router
@@ -1502,12 +1533,11 @@ class Importer:
         self._lock = threading.Lock()
         self._cache = {}
         self._callbacks = {}
-        router.add_handler(self._on_load_module, LOAD_MODULE,
-                           policy=has_parent_authority)
-        listen(router.broker, 'shutdown', self._on_shutdown)
+        router.add_handler(self._on_load_module, LOAD_MODULE, policy=has_parent_authority)
+        listen(router.broker, "shutdown", self._on_shutdown)
 
     def __repr__(self):
-        return 'Importer()'
+        return "Importer()"
 
     def _on_shutdown(self):
         with self._lock:
@@ -1540,8 +1570,7 @@ class Importer:
         if present:
             return callback()
         if first:
-            self._context.send(Message(data=fullname.encode('utf-8'),
-                                       handle=GET_MODULE))
+            self._context.send(Message(data=fullname.encode("utf-8"), handle=GET_MODULE))
 
     def _fetch(self, fullname):
         latch = Latch()
@@ -1550,7 +1579,7 @@ class Importer:
         return self._cache.get(fullname)
 
     def _is_remote(self, fullname, path):
-        top = fullname.partition('.')[0]
+        top = fullname.partition(".")[0]
         if top in self.ALWAYS_REMOTE:
             return True
         if self.blacklist and fullname.startswith(self.blacklist):
@@ -1559,8 +1588,8 @@ class Importer:
             return False
         if fullname in sys.builtin_module_names:
             return False
-        parent = sys.modules.get(fullname.rpartition('.')[0])
-        if parent is not None and getattr(parent, '__loader__', None) is self:
+        parent = sys.modules.get(fullname.rpartition(".")[0])
+        if parent is not None and getattr(parent, "__loader__", None) is self:
             return True
         return not self._found_locally(fullname, path)
 
@@ -1570,7 +1599,7 @@ class Importer:
         for finder in sys.meta_path:
             if finder is self or isinstance(finder, Importer):
                 continue
-            find = getattr(finder, 'find_spec', None)
+            find = getattr(finder, "find_spec", None)
             if find is not None and find(fullname, path) is not None:
                 return True
         return False
@@ -1578,20 +1607,22 @@ class Importer:
     def find_spec(self, fullname, path, target=None):
         if not self._is_remote(fullname, path):
             return None
-        parent_name = fullname.rpartition('.')[0]
+        parent_name = fullname.rpartition(".")[0]
         parent_tup = self._cache.get(parent_name)
-        if parent_tup and parent_tup[1] is not None and \
-                fullname.rpartition('.')[2] not in parent_tup[1]:
+        if (
+            parent_tup
+            and parent_tup[1] is not None
+            and fullname.rpartition(".")[2] not in parent_tup[1]
+        ):
             return None
         if threading.current_thread() is self._router.broker._thread:
-            raise ImportError('cannot import %s on the Broker thread' % (
-                fullname,))
+            raise ImportError("cannot import %s on the Broker thread" % (fullname,))
         tup = self._fetch(fullname)
         if tup is None or tup[3] is None:
             return None
         spec = importlib.machinery.ModuleSpec(
-            fullname, self, origin='master:' + tup[2],
-            is_package=tup[1] is not None)
+            fullname, self, origin="master:" + tup[2], is_package=tup[1] is not None
+        )
         spec.has_location = False
         return spec
 
@@ -1601,13 +1632,12 @@ class Importer:
     def exec_module(self, module):
         fullname = module.__spec__.name
         _, pkg_present, path, source, _ = self._cache[fullname]
-        module.__file__ = 'master:' + path
+        module.__file__ = "master:" + path
         if pkg_present is not None:
             module.__path__ = []
-        if fullname == '__main__':
-            module.__name__ = '__mitogen_main__'
-        code = compile(zlib.decompress(source), module.__file__, 'exec',
-                       dont_inherit=True)
+        if fullname == "__main__":
+            module.__name__ = "__mitogen_main__"
+        code = compile(zlib.decompress(source), module.__file__, "exec", dont_inherit=True)
         exec(code, module.__dict__)
 
     def get_source(self, fullname):
@@ -1620,6 +1650,7 @@ class Importer:
 # ---------------------------------------------------------------------------
 # Logging.
 
+
 class LogHandler(logging.Handler):
     """Forward log records to the master as FORWARD_LOG messages."""
 
@@ -1629,14 +1660,13 @@ class LogHandler(logging.Handler):
         self._local = threading.local()
 
     def emit(self, rec):
-        if getattr(self._local, 'in_emit', False):
+        if getattr(self._local, "in_emit", False):
             return
         self._local.in_emit = True
         try:
             text = self.format(rec)
-            data = '%s\x00%d\x00%s' % (rec.name, rec.levelno, text)
-            self.context.send(Message(data=data.encode('utf-8'),
-                                      handle=FORWARD_LOG))
+            data = "%s\x00%d\x00%s" % (rec.name, rec.levelno, text)
+            self.context.send(Message(data=data.encode("utf-8"), handle=FORWARD_LOG))
         except Error:
             pass
         finally:
@@ -1647,15 +1677,15 @@ class PidfulStreamHandler(logging.StreamHandler):
     """A StreamHandler writing to /tmp/mitogen.<pid>.log, reopening after
     fork so each process has its own file."""
 
-    def __init__(self, dir_path='/tmp'):
+    def __init__(self, dir_path="/tmp"):
         self.dir_path = dir_path
         self.open_pid = None
         logging.StreamHandler.__init__(self, self._open())
 
     def _open(self):
         self.open_pid = os.getpid()
-        path = os.path.join(self.dir_path, 'mitogen.%d.log' % (self.open_pid,))
-        return open(path, 'a', 1)
+        path = os.path.join(self.dir_path, "mitogen.%d.log" % (self.open_pid,))
+        return open(path, "a", 1)
 
     def emit(self, record):
         if self.open_pid != os.getpid():
@@ -1666,6 +1696,7 @@ class PidfulStreamHandler(logging.StreamHandler):
 # ---------------------------------------------------------------------------
 # The child's main program.
 
+
 class Dispatcher:
     """Run CALL_FUNCTION requests on the main thread, one at a time, and
     remember failures per call chain."""
@@ -1674,9 +1705,8 @@ class Dispatcher:
 
     def __init__(self, econtext):
         self.econtext = econtext
-        self.recv = Receiver(econtext.router, handle=CALL_FUNCTION,
-                             policy=has_parent_authority)
-        listen(econtext.broker, 'shutdown', self.recv.close)
+        self.recv = Receiver(econtext.router, handle=CALL_FUNCTION, policy=has_parent_authority)
+        listen(econtext.broker, "shutdown", self.recv.close)
 
     @classmethod
     @takes_econtext
@@ -1685,16 +1715,15 @@ class Dispatcher:
         cls._error_by_chain_id.pop(chain_id, None)
 
     def _parse_request(self, msg):
-        chain_id, modname, klass, func, args, kwargs = msg.unpickle(
-            throw=False)
+        chain_id, modname, klass, func, args, kwargs = msg.unpickle(throw=False)
         obj = importlib.import_module(modname)
         if klass:
             obj = getattr(obj, klass)
         fn = getattr(obj, func)
-        if getattr(fn, 'mitogen_takes_econtext', False):
-            kwargs['econtext'] = self.econtext
-        if getattr(fn, 'mitogen_takes_router', False):
-            kwargs['router'] = self.econtext.router
+        if getattr(fn, "mitogen_takes_econtext", False):
+            kwargs["econtext"] = self.econtext
+        if getattr(fn, "mitogen_takes_router", False):
+            kwargs["router"] = self.econtext.router
         return chain_id, fn, args, kwargs
 
     def _dispatch_one(self, msg):
@@ -1718,7 +1747,7 @@ class Dispatcher:
             if msg.reply_to:
                 msg.reply(ret)
             elif isinstance(ret, CallError) and chain_id is None:
-                LOG.error('call_no_reply() failed: %s', ret)
+                LOG.error("call_no_reply() failed: %s", ret)
 
 
 class ExternalContext:
@@ -1735,42 +1764,39 @@ class ExternalContext:
 
     def _setup_globals(self):
         global _preamble
-        _preamble = self.config.get('preamble', _preamble)
+        _preamble = self.config.get("preamble", _preamble)
         mitogen.is_master = False
-        mitogen.context_id = self.config['context_id']
-        mitogen.parent_ids = list(self.config['parent_ids'])
+        mitogen.context_id = self.config["context_id"]
+        mitogen.parent_ids = list(self.config["parent_ids"])
         mitogen.parent_id = mitogen.parent_ids[0]
 
     def _setup_router(self):
         self.broker = Broker()
         self.router = Router(self.broker)
-        self.router.max_message_size = self.config['max_message_size']
-        self.master = self.router.context_by_id(0, name='master')
-        self.parent = self.router.context_by_id(mitogen.parent_id,
-                                                name='parent')
-        self.router.add_handler(self._on_shutdown_msg, SHUTDOWN,
-                                policy=has_parent_authority)
-        self.router.add_handler(self._on_call_service, CALL_SERVICE,
-                                policy=has_parent_authority)
-        listen(self.broker, 'exit', self._on_broker_exit)
+        self.router.max_message_size = self.config["max_message_size"]
+        self.master = self.router.context_by_id(0, name="master")
+        self.parent = self.router.context_by_id(mitogen.parent_id, name="parent")
+        self.router.add_handler(self._on_shutdown_msg, SHUTDOWN, policy=has_parent_authority)
+        self.router.add_handler(self._on_call_service, CALL_SERVICE, policy=has_parent_authority)
+        listen(self.broker, "exit", self._on_broker_exit)
 
     def _connect_parent(self):
         """Announce readiness, then attach the link: nothing may be written
         to it before MITO001, and every handler must exist before the
         parent's first message can be read. The link descriptors are moved
         off stdio first, which _setup_stdio() then replaces."""
-        in_fd, out_fd = self.config['in_fd'], self.config['out_fd']
+        in_fd, out_fd = self.config["in_fd"], self.config["out_fd"]
         stream = MitogenProtocol.build_stream(self.router, mitogen.parent_id)
-        stream.name = 'parent'
+        stream.name = "parent"
         stream.accept(os.dup(in_fd), os.dup(out_fd))
         for fd in {in_fd, out_fd}:
             if fd > 2:
                 os.close(fd)
         for side in stream.receive_side, stream.transmit_side:
             set_cloexec(side.fd)
-        os.write(stream.transmit_side.fd, b'MITO001\n')
+        os.write(stream.transmit_side.fd, b"MITO001\n")
         self.router.parent_stream = stream
-        listen(stream, 'disconnect', self._on_parent_disconnect)
+        listen(stream, "disconnect", self._on_parent_disconnect)
         self.router.register(self.parent, stream)
 
     def _on_parent_disconnect(self):
@@ -1791,8 +1817,9 @@ class ExternalContext:
             return
         if self._service_backlog is None:
             self._service_backlog = []
-            thread = threading.Thread(target=self._start_service_pool,
-                                      name='mitogen.service-activation')
+            thread = threading.Thread(
+                target=self._start_service_pool, name="mitogen.service-activation"
+            )
             thread.daemon = True
             thread.start()
         self._service_backlog.append(msg)
@@ -1803,6 +1830,7 @@ class ExternalContext:
 
     def _start_service_pool(self):
         import mitogen.service
+
         pool = mitogen.service.get_or_create_pool(router=self.router)
         for msg in self.broker.defer_sync(self._take_service_backlog):
             pool.deliver(msg)
@@ -1817,33 +1845,33 @@ class ExternalContext:
             root.removeHandler(handler)
         self.log_handler = LogHandler(self.master)
         root.addHandler(self.log_handler)
-        root.setLevel(self.config['log_level'])
-        if self.config['debug']:
+        root.setLevel(self.config["log_level"])
+        if self.config["debug"]:
             handler = PidfulStreamHandler()
-            handler.setFormatter(logging.Formatter(
-                '%(asctime)s %(levelname)s %(name)s: %(message)s'))
+            handler.setFormatter(
+                logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+            )
             root.addHandler(handler)
             root.setLevel(logging.DEBUG)
 
     def _setup_importer(self):
-        self.importer = Importer(self.router, self.parent,
-                                 self.config['whitelist'],
-                                 self.config['blacklist'])
-        sys.meta_path = [f for f in sys.meta_path
-                         if not isinstance(f, Importer)]
+        self.importer = Importer(
+            self.router, self.parent, self.config["whitelist"], self.config["blacklist"]
+        )
+        sys.meta_path = [f for f in sys.meta_path if not isinstance(f, Importer)]
         sys.meta_path.insert(0, self.importer)
 
     def _setup_stdio(self):
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)
         os.close(devnull)
-        sys.stdin = open(0, 'r', closefd=False)
-        self.stdout_log = IoLoggerProtocol.build_stream('stdout', 1)
-        self.stderr_log = IoLoggerProtocol.build_stream('stderr', 2)
+        sys.stdin = open(0, "r", closefd=False)
+        self.stdout_log = IoLoggerProtocol.build_stream("stdout", 1)
+        self.stderr_log = IoLoggerProtocol.build_stream("stderr", 2)
         for stream in self.stdout_log, self.stderr_log:
             self.broker.start_receive(stream)
-        sys.stdout = open(1, 'w', 1, closefd=False)
-        sys.stderr = open(2, 'w', 1, closefd=False)
+        sys.stdout = open(1, "w", 1, closefd=False)
+        sys.stderr = open(2, "w", 1, closefd=False)
 
     def main(self):
         self._setup_globals()
@@ -1852,16 +1880,16 @@ class ExternalContext:
         self.dispatcher = Dispatcher(self)
         self._connect_parent()
         self._setup_logging()
-        if not self.config.get('fork'):
-            sys.modules.pop('__main__', None)
+        if not self.config.get("fork"):
+            sys.modules.pop("__main__", None)
         self._setup_stdio()
-        on_start = self.config.get('on_start')
+        on_start = self.config.get("on_start")
         if on_start:
             on_start(self)
         try:
             self.dispatcher.run()
         except Exception:
-            LOG.exception('%r: dispatcher crashed', self)
+            LOG.exception("%r: dispatcher crashed", self)
         finally:
             self.broker.shutdown()
             self.broker.join(self.broker.shutdown_timeout + 5)

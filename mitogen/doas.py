@@ -6,7 +6,6 @@ as its controlling terminal while the bootstrap flows over a socketpair;
 without one it runs with `-n` and fails at once if a password is needed.
 """
 
-
 import mitogen.parent
 
 
@@ -26,7 +25,7 @@ class Options(mitogen.parent.BecomeOptions):
     PromptingOptions and Options.
     """
 
-    def __init__(self, max_message_size, doas_path='doas', doas_args=None, **kwargs):
+    def __init__(self, max_message_size, doas_path="doas", doas_args=None, **kwargs):
         super().__init__(max_message_size, **kwargs)
         self.doas_path = doas_path
         self.doas_args = list(doas_args or ())
@@ -36,12 +35,11 @@ class Connection(mitogen.parent.BecomeConnection):
     """Run `doas [ARGS] -u USER -- python -c <stage 0>`."""
 
     options_class = Options
-    name_prefix = 'doas'
+    name_prefix = "doas"
     password_error = PasswordError
 
     def get_boot_command(self):
-        flags = self.options.doas_args + ['-u', self.options.username]
-        if self.options.password is None and '-n' not in flags:
-            flags.append('-n')
-        return ([self.options.doas_path] + flags + ['--'] +
-                super().get_boot_command())
+        flags = self.options.doas_args + ["-u", self.options.username]
+        if self.options.password is None and "-n" not in flags:
+            flags.append("-n")
+        return [self.options.doas_path] + flags + ["--"] + super().get_boot_command()

@@ -49,11 +49,15 @@ SESSION_GRACE = 5.0
 KILL_DELAY = 5.0
 
 #: Where sftp-server lives on common systems.
-SFTP_SERVERS = ('/usr/lib/openssh/sftp-server', '/usr/libexec/openssh/sftp-server',
-                '/usr/lib/ssh/sftp-server', '/usr/libexec/sftp-server')
+SFTP_SERVERS = (
+    "/usr/lib/openssh/sftp-server",
+    "/usr/libexec/openssh/sftp-server",
+    "/usr/lib/ssh/sftp-server",
+    "/usr/libexec/sftp-server",
+)
 
-FRAME = struct.Struct('>cI')
-STATUS = struct.Struct('>i')
+FRAME = struct.Struct(">cI")
+STATUS = struct.Struct(">i")
 
 #: The fake ssh: standard library only, so any local Python runs it.
 SSH_SCRIPT = r'''
@@ -200,7 +204,7 @@ def _from(context):
 
 def _write_all(fd, data):
     while data:
-        data = data[os.write(fd, data):]
+        data = data[os.write(fd, data) :]
 
 
 def _thread(target, name, *args):
@@ -213,17 +217,16 @@ def _thread(target, name, *args):
 # ---------------------------------------------------------------------------
 # The side running the command, in `dest`.
 
+
 def _command_argv(command, subsystem):
     if not subsystem:
-        return ['/bin/sh', '-c', command]
-    if command != b'sftp':
-        raise mitogen.core.Error('fakessh supports only the sftp subsystem, '
-                                 'not %r', command)
+        return ["/bin/sh", "-c", command]
+    if command != b"sftp":
+        raise mitogen.core.Error("fakessh supports only the sftp subsystem, not %r", command)
     for path in SFTP_SERVERS:
         if os.access(path, os.X_OK):
             return [path]
-    raise mitogen.core.Error('no sftp-server found (looked for %s)',
-                             ', '.join(SFTP_SERVERS))
+    raise mitogen.core.Error("no sftp-server found (looked for %s)", ", ".join(SFTP_SERVERS))
 
 
 #: Commands running in this context, by the token run() gave each.
@@ -243,30 +246,30 @@ class _Command:
         self._peer_ctl = peer_ctl
         self._window = _Window()
         peer = out.context
-        self._stdin = mitogen.core.Receiver(router, respondent=peer,
-                                            policy=_from(peer))
-        self._ctl_handle = router.add_handler(self._on_ctl, respondent=peer,
-                                              policy=_from(peer))
+        self._stdin = mitogen.core.Receiver(router, respondent=peer, policy=_from(peer))
+        self._ctl_handle = router.add_handler(self._on_ctl, respondent=peer, policy=_from(peer))
         #: Senders for our stdin Receiver and control handle; made before
         #: the threads start, as a quick command may be done at once.
-        self.senders = (self._stdin.to_sender(),
-                        mitogen.core.Sender(router.myself(), self._ctl_handle))
-        mitogen.core.listen(router.broker, 'shutdown', self._kill)
+        self.senders = (
+            self._stdin.to_sender(),
+            mitogen.core.Sender(router.myself(), self._ctl_handle),
+        )
+        mitogen.core.listen(router.broker, "shutdown", self._kill)
         _commands[token] = self
         self._readers = [
-            _thread(self._pump_output, 'fakessh.stdout', proc.stdout, 'o'),
-            _thread(self._pump_output, 'fakessh.stderr', proc.stderr, 'e'),
+            _thread(self._pump_output, "fakessh.stdout", proc.stdout, "o"),
+            _thread(self._pump_output, "fakessh.stderr", proc.stderr, "e"),
         ]
-        self._writer = _thread(self._pump_input, 'fakessh.stdin')
-        _thread(self._supervise, 'fakessh.command')
+        self._writer = _thread(self._pump_input, "fakessh.stdin")
+        _thread(self._supervise, "fakessh.command")
 
     def _on_ctl(self, msg):
         if msg.is_dead:
             return self._kill()
         request = msg.unpickle()
-        if request[0] == 'ack':
+        if request[0] == "ack":
             self._window.release(request[1])
-        elif request[0] == 'kill':
+        elif request[0] == "kill":
             self._kill()
 
     def _kill(self):
@@ -275,8 +278,8 @@ class _Command:
         self._window.close()
         self._signal(signal.SIGTERM)
         self._router.broker.timers.schedule(
-            mitogen.core.now() + KILL_DELAY,
-            lambda: self._signal(signal.SIGKILL))
+            mitogen.core.now() + KILL_DELAY, lambda: self._signal(signal.SIGKILL)
+        )
 
     def _signal(self, signum):
         if self._proc.returncode is None:
@@ -302,21 +305,21 @@ class _Command:
                     _write_all(fp.fileno(), data)
                 except OSError:
                     fp.close()
-            self._peer_ctl.send(('ack', len(data)))
+            self._peer_ctl.send(("ack", len(data)))
         fp.close()
 
     def _supervise(self):
         for thread in self._readers:
             thread.join()
         status = self._proc.wait()
-        self._out.send(('x', status if status >= 0 else 255))
+        self._out.send(("x", status if status >= 0 else 255))
         self._stdin.close()
         self._writer.join()
         try:
             self._router.del_handler(self._ctl_handle)
         except KeyError:
             pass
-        mitogen.core.unlisten(self._router.broker, 'shutdown', self._kill)
+        mitogen.core.unlisten(self._router.broker, "shutdown", self._kill)
         _commands.pop(self._token, None)
 
 
@@ -327,9 +330,14 @@ def _start_command(token, command, subsystem, out, peer_ctl, router):
     argv = _command_argv(command, subsystem)
     home = pwd.getpwuid(os.getuid()).pw_dir
     proc = subprocess.Popen(
-        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, close_fds=True, start_new_session=True,
-        cwd=home if os.path.isdir(home) else '/')
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        close_fds=True,
+        start_new_session=True,
+        cwd=home if os.path.isdir(home) else "/",
+    )
     return _Command(router, token, proc, out, peer_ctl).senders
 
 
@@ -345,12 +353,13 @@ def _cancel_command(token, router):
 # ---------------------------------------------------------------------------
 # The side running the program, where run() was called.
 
-def _send_frame(sock, kind, data=b''):
+
+def _send_frame(sock, kind, data=b""):
     sock.sendall(FRAME.pack(kind, len(data)) + data)
 
 
 def _recv_exact(sock, n):
-    buf = b''
+    buf = b""
     while len(buf) < n:
         chunk = sock.recv(n - len(buf))
         if not chunk:
@@ -386,7 +395,7 @@ class _Session:
         self._dest = dest
         self._sock = sock
         self._window = _Window()
-        self._thread = _thread(self._main, 'fakessh.session')
+        self._thread = _thread(self._main, "fakessh.session")
 
     def join(self, timeout=None):
         self._thread.join(timeout)
@@ -407,22 +416,22 @@ class _Session:
         if msg.is_dead:
             return self._window.close()
         request = msg.unpickle()
-        if request[0] == 'ack':
+        if request[0] == "ack":
             self._window.release(request[1])
 
     def _fail(self, text):
         try:
-            _send_frame(self._sock, b'R', ('fakessh: %s\n' % (text,)).encode())
-            _send_frame(self._sock, b'X', STATUS.pack(255))
+            _send_frame(self._sock, b"R", ("fakessh: %s\n" % (text,)).encode())
+            _send_frame(self._sock, b"X", STATUS.pack(255))
         except OSError:
             pass
 
     def _main(self):
         router = self._router
-        output = mitogen.core.Receiver(router, respondent=self._dest,
-                                       policy=_from(self._dest))
-        ctl_handle = router.add_handler(self._on_ctl, respondent=self._dest,
-                                        policy=_from(self._dest))
+        output = mitogen.core.Receiver(router, respondent=self._dest, policy=_from(self._dest))
+        ctl_handle = router.add_handler(
+            self._on_ctl, respondent=self._dest, policy=_from(self._dest)
+        )
         try:
             self._serve(output, ctl_handle)
         finally:
@@ -435,21 +444,27 @@ class _Session:
 
     def _serve(self, output, ctl_handle):
         frame = _read_frame(self._sock)
-        if frame is None or frame[0] != b'A':
+        if frame is None or frame[0] != b"A":
             return
-        subsystem, command = frame[1][:1] == b'S', frame[1][1:]
+        subsystem, command = frame[1][:1] == b"S", frame[1][1:]
         myself = self._router.myself()
         self._token = (mitogen.context_id, output.handle)
         self._call = self._dest.call_async(
-            _start_command, self._token, command, subsystem,
-            output.to_sender(), mitogen.core.Sender(myself, ctl_handle))
+            _start_command,
+            self._token,
+            command,
+            subsystem,
+            output.to_sender(),
+            mitogen.core.Sender(myself, ctl_handle),
+        )
         try:
             stdin, self._ctl = self._call.get().unpickle()
         except mitogen.core.Error as e:
-            LOG.debug('%r: cannot start %r: %s', self, command, e)
-            return self._fail('cannot start %r in %r: %s' % (
-                command.decode('utf-8', 'replace'), self._dest, e))
-        writer = _thread(self._relay_output, 'fakessh.output', output)
+            LOG.debug("%r: cannot start %r: %s", self, command, e)
+            return self._fail(
+                "cannot start %r in %r: %s" % (command.decode("utf-8", "replace"), self._dest, e)
+            )
+        writer = _thread(self._relay_output, "fakessh.output", output)
         self._relay_input(stdin)
         writer.join()
 
@@ -459,26 +474,26 @@ class _Session:
             if frame is None:
                 break
             kind, data = frame
-            if kind == b'I' and self._window.acquire(len(data)):
+            if kind == b"I" and self._window.acquire(len(data)):
                 stdin.send(data)
-            elif kind == b'E':
+            elif kind == b"E":
                 stdin.close()
         if not self._finished:
-            self._ctl.send(('kill',))
+            self._ctl.send(("kill",))
             self.abort()
 
     def _relay_output(self, output):
         try:
             for msg in output:
                 tag, data = msg.unpickle()
-                if tag == 'x':
+                if tag == "x":
                     self._finished = True
-                    return _send_frame(self._sock, b'X', STATUS.pack(data))
-                _send_frame(self._sock, b'O' if tag == 'o' else b'R', data)
-                self._ctl.send(('ack', len(data)))
-            self._fail('lost contact with %r' % (self._dest,))
+                    return _send_frame(self._sock, b"X", STATUS.pack(data))
+                _send_frame(self._sock, b"O" if tag == "o" else b"R", data)
+                self._ctl.send(("ack", len(data)))
+            self._fail("lost contact with %r" % (self._dest,))
         except OSError:
-            self._ctl.send(('kill',))
+            self._ctl.send(("kill",))
         finally:
             self._window.close()
 
@@ -486,23 +501,26 @@ class _Session:
 def _with_ssh_program(args, ssh_path):
     """scp and sftp run /usr/bin/ssh unless given -S: give them ours."""
     args = list(args)
-    if os.path.basename(args[0]) in ('scp', 'sftp') and \
-            not any(arg.startswith('-S') for arg in args[1:]):
-        args[1:1] = ['-S', ssh_path]
+    if os.path.basename(args[0]) in ("scp", "sftp") and not any(
+        arg.startswith("-S") for arg in args[1:]
+    ):
+        args[1:1] = ["-S", ssh_path]
     return args
 
 
 def _write_script(directory, socket_path):
     if not sys.executable:
-        raise mitogen.core.Error('fakessh needs sys.executable to run its '
-                                 'fake ssh, and it is empty here')
-    script = os.path.join(directory, 'fakessh.py')
-    with open(script, 'w') as fp:
-        fp.write(SSH_SCRIPT % {'socket_path': socket_path})
-    ssh_path = os.path.join(directory, 'ssh')
-    with open(ssh_path, 'w') as fp:
-        fp.write('#!/bin/sh\nexec %s -I %s "$@"\n' % (
-            shlex.quote(sys.executable), shlex.quote(script)))
+        raise mitogen.core.Error(
+            "fakessh needs sys.executable to run its fake ssh, and it is empty here"
+        )
+    script = os.path.join(directory, "fakessh.py")
+    with open(script, "w") as fp:
+        fp.write(SSH_SCRIPT % {"socket_path": socket_path})
+    ssh_path = os.path.join(directory, "ssh")
+    with open(ssh_path, "w") as fp:
+        fp.write(
+            '#!/bin/sh\nexec %s -I %s "$@"\n' % (shlex.quote(sys.executable), shlex.quote(script))
+        )
     os.chmod(ssh_path, 0o700)
     return ssh_path
 
@@ -523,8 +541,7 @@ def _accept_sessions(router, dest, listener, proc, deadline):
     """Serve fake ssh connections until the program exits; kill it and
     raise TimeoutError once `deadline` passes."""
     wake_r, wake_w = mitogen.core.pipe()
-    waiter = _thread(lambda: (proc.wait(), os.write(wake_w, b'.')),
-                     'fakessh.wait')
+    waiter = _thread(lambda: (proc.wait(), os.write(wake_w, b".")), "fakessh.wait")
     sessions = []
     try:
         while True:
@@ -534,8 +551,8 @@ def _accept_sessions(router, dest, listener, proc, deadline):
             ready, _, _ = select.select([listener, wake_r], [], [], timeout)
             if not ready:
                 raise mitogen.core.TimeoutError(
-                    'fakessh: %r did not finish before its deadline' % (
-                        proc.args[0],))
+                    "fakessh: %r did not finish before its deadline" % (proc.args[0],)
+                )
             if wake_r in ready:
                 return
             sock, _ = listener.accept()
@@ -576,19 +593,22 @@ def run(dest, router, args, deadline=None, econtext=None):
     if econtext is not None:
         mitogen.parent.upgrade_router(econtext)
         router = econtext.router
-    directory = tempfile.mkdtemp(prefix='mitogen_fakessh_')
+    directory = tempfile.mkdtemp(prefix="mitogen_fakessh_")
     try:
-        socket_path = os.path.join(directory, 'sock')
+        socket_path = os.path.join(directory, "sock")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with listener:
             listener.bind(socket_path)
             listener.listen(16)
             ssh_path = _write_script(directory, socket_path)
-            env = dict(os.environ, RSYNC_RSH='ssh', PATH=os.pathsep.join(
-                [directory, os.environ.get('PATH', os.defpath)]))
-            proc = subprocess.Popen(_with_ssh_program(args, ssh_path),
-                                    env=env, close_fds=True,
-                                    start_new_session=True)
+            env = dict(
+                os.environ,
+                RSYNC_RSH="ssh",
+                PATH=os.pathsep.join([directory, os.environ.get("PATH", os.defpath)]),
+            )
+            proc = subprocess.Popen(
+                _with_ssh_program(args, ssh_path), env=env, close_fds=True, start_new_session=True
+            )
             _accept_sessions(router, dest, listener, proc, deadline)
             return proc.returncode
     finally:

@@ -25,14 +25,29 @@ class Options(mitogen.parent.Options):
         serves calls.
     """
 
-    def __init__(self, max_message_size, name=None, remote_name=None,
-                 debug=False, connect_timeout=None, profiling=False,
-                 unidirectional=False, old_router=None, on_fork=None,
-                 on_start=None):
-        super().__init__(max_message_size, name=name, remote_name=remote_name,
-                         debug=debug, connect_timeout=connect_timeout,
-                         profiling=profiling, unidirectional=unidirectional,
-                         old_router=old_router)
+    def __init__(
+        self,
+        max_message_size,
+        name=None,
+        remote_name=None,
+        debug=False,
+        connect_timeout=None,
+        profiling=False,
+        unidirectional=False,
+        old_router=None,
+        on_fork=None,
+        on_start=None,
+    ):
+        super().__init__(
+            max_message_size,
+            name=name,
+            remote_name=remote_name,
+            debug=debug,
+            connect_timeout=connect_timeout,
+            profiling=profiling,
+            unidirectional=unidirectional,
+            old_router=old_router,
+        )
         self.on_fork = on_fork
         self.on_start = on_start
 
@@ -40,8 +55,8 @@ class Options(mitogen.parent.Options):
 def reset_logging_framework():
     """Drop every handler inherited from the parent."""
     for logger in [logging.getLogger()] + [
-            obj for obj in logging.Logger.manager.loggerDict.values()
-            if isinstance(obj, logging.Logger)]:
+        obj for obj in logging.Logger.manager.loggerDict.values() if isinstance(obj, logging.Logger)
+    ]:
         for handler in list(logger.handlers):
             logger.removeHandler(handler)
 
@@ -51,17 +66,17 @@ class Connection(mitogen.parent.Connection):
     socketpair."""
 
     options_class = Options
-    name_prefix = 'fork'
+    name_prefix = "fork"
     sends_preamble = False
 
     def start_child(self):
         parent_sock, child_sock = mitogen.parent.create_socketpair(
-            mitogen.parent.SOCKET_BUFFER_SIZE)
+            mitogen.parent.SOCKET_BUFFER_SIZE
+        )
         config = self.get_econtext_config()
         mitogen.parent.get_preamble()
         with warnings.catch_warnings():
-            warnings.filterwarnings('ignore', '.*multi-threaded.*',
-                                    DeprecationWarning)
+            warnings.filterwarnings("ignore", ".*multi-threaded.*", DeprecationWarning)
             pid = os.fork()
         if pid:
             child_sock.close()
@@ -71,7 +86,7 @@ class Connection(mitogen.parent.Connection):
             parent_sock.close()
             self._child_main(child_sock.detach(), config)
         except BaseException:
-            os.write(2, traceback.format_exc().encode('utf-8', 'replace'))
+            os.write(2, traceback.format_exc().encode("utf-8", "replace"))
         os._exit(1)
 
     def _child_main(self, fd, config):
@@ -83,10 +98,8 @@ class Connection(mitogen.parent.Connection):
         random.seed()
         reset_logging_framework()
         mitogen.core.Dispatcher._error_by_chain_id.clear()
-        sys.meta_path = [f for f in sys.meta_path
-                         if not isinstance(f, mitogen.core.Importer)]
+        sys.meta_path = [f for f in sys.meta_path if not isinstance(f, mitogen.core.Importer)]
         if self.options.on_fork:
             self.options.on_fork()
-        config.update(in_fd=fd, out_fd=fd, fork=True,
-                      on_start=self.options.on_start)
+        config.update(in_fd=fd, out_fd=fd, fork=True, on_start=self.options.on_start)
         mitogen.core.ExternalContext(config).main()

@@ -12,4 +12,4 @@ class Connection(mitogen.parent.Connection):
     """Run `python_path -c <stage 0>` as a direct child."""
 
     options_class = Options
-    name_prefix = 'local'
+    name_prefix = "local"

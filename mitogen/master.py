@@ -25,26 +25,25 @@ from mitogen.core import LOG, Message
 
 #: Matches the conventional guard that keeps a script from running when
 #: imported, or the @mitogen.main() decorator that does the same.
-_MAIN_GUARD_RE = re.compile(
-    r'''^(if\s+__name__\s*==\s*['"]__main__['"]|@mitogen\.main\()''', re.M)
+_MAIN_GUARD_RE = re.compile(r"""^(if\s+__name__\s*==\s*['"]__main__['"]|@mitogen\.main\()""", re.M)
 
 _STDLIB_PATHS = tuple(
     os.path.realpath(p) + os.sep
-    for p in {sysconfig.get_paths()['stdlib'],
-              sysconfig.get_paths()['platstdlib']})
+    for p in {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["platstdlib"]}
+)
 
 
 def is_stdlib_name(modname):
     """True if `modname` belongs to the standard library."""
-    top = modname.partition('.')[0]
+    top = modname.partition(".")[0]
     if top in sys.builtin_module_names:
         return True
-    names = getattr(sys, 'stdlib_module_names', None)
+    names = getattr(sys, "stdlib_module_names", None)
     if names is not None:
         return top in names
     module = sys.modules.get(top)
-    path = os.path.realpath(getattr(module, '__file__', '') or '')
-    return path.startswith(_STDLIB_PATHS) and 'site-packages' not in path
+    path = os.path.realpath(getattr(module, "__file__", "") or "")
+    return path.startswith(_STDLIB_PATHS) and "site-packages" not in path
 
 
 def get_child_modules(path, fullname=None):
@@ -56,7 +55,7 @@ def get_child_modules(path, fullname=None):
 
 def _search_path(fullname, path):
     """Directories holding the submodules of package `fullname`."""
-    search = getattr(sys.modules.get(fullname), '__path__', None)
+    search = getattr(sys.modules.get(fullname), "__path__", None)
     if search is None:
         try:
             spec = importlib.util.find_spec(fullname)
@@ -73,7 +72,7 @@ class FinderMethod:
     `(path, source_bytes, is_pkg)` or None."""
 
     def __repr__(self):
-        return '%s()' % (type(self).__name__,)
+        return "%s()" % (type(self).__name__,)
 
     def find(self, fullname):
         raise NotImplementedError()
@@ -84,18 +83,21 @@ class DefectivePython3xMainMethod(FinderMethod):
     is guarded so that importing it elsewhere does not run it."""
 
     def find(self, fullname):
-        if fullname != '__main__':
+        if fullname != "__main__":
             return None
-        path = getattr(sys.modules.get('__main__'), '__file__', None)
+        path = getattr(sys.modules.get("__main__"), "__file__", None)
         if not path or not os.path.exists(path):
             return None
-        with open(path, 'rb') as fp:
+        with open(path, "rb") as fp:
             source = fp.read()
-        if not _MAIN_GUARD_RE.search(source.decode('utf-8', 'replace')):
-            LOG.error('refusing to serve %s as __main__: it has no '
-                      '"if __name__ == \'__main__\':" guard or '
-                      '@mitogen.main() decorator, so importing it in a child '
-                      'would run the whole program there', path)
+        if not _MAIN_GUARD_RE.search(source.decode("utf-8", "replace")):
+            LOG.error(
+                "refusing to serve %s as __main__: it has no "
+                "\"if __name__ == '__main__':\" guard or "
+                "@mitogen.main() decorator, so importing it in a child "
+                "would run the whole program there",
+                path,
+            )
             return None
         return path, source, False
 
@@ -104,7 +106,7 @@ class PkgutilMethod(FinderMethod):
     """Ask the import system's loaders for the source."""
 
     def find(self, fullname):
-        if fullname == '__main__':
+        if fullname == "__main__":
             return None
         try:
             spec = importlib.util.find_spec(fullname)
@@ -113,8 +115,8 @@ class PkgutilMethod(FinderMethod):
         if spec is None:
             return None
         is_pkg = spec.submodule_search_locations is not None
-        if spec.origin in (None, 'namespace') and is_pkg:
-            return ('<namespace %s>' % (fullname,), b'', True)
+        if spec.origin in (None, "namespace") and is_pkg:
+            return ("<namespace %s>" % (fullname,), b"", True)
         loader = spec.loader
         if not isinstance(loader, importlib.machinery.SourceFileLoader):
             return None
@@ -130,16 +132,15 @@ class SysModulesMethod(FinderMethod):
 
     def find(self, fullname):
         module = sys.modules.get(fullname)
-        path = getattr(module, '__file__', None)
-        if not isinstance(module, type(sys)) or not path or \
-                fullname == '__main__':
+        path = getattr(module, "__file__", None)
+        if not isinstance(module, type(sys)) or not path or fullname == "__main__":
             return None
-        if path.endswith('.pyc'):
+        if path.endswith(".pyc"):
             path = path[:-1]
-        if not path.endswith('.py') or not os.path.exists(path):
+        if not path.endswith(".py") or not os.path.exists(path):
             return None
-        with open(path, 'rb') as fp:
-            return path, fp.read(), hasattr(module, '__path__')
+        with open(path, "rb") as fp:
+            return path, fp.read(), hasattr(module, "__path__")
 
 
 class ParentEnumerationMethod(FinderMethod):
@@ -147,23 +148,25 @@ class ParentEnumerationMethod(FinderMethod):
     import system cannot see (e.g. packages that rewrite sys.modules)."""
 
     def find(self, fullname):
-        parent_name, _, name = fullname.rpartition('.')
+        parent_name, _, name = fullname.rpartition(".")
         parent = sys.modules.get(parent_name)
-        path = getattr(parent, '__path__', None)
+        path = getattr(parent, "__path__", None)
         if not parent_name or path is None:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, list(path))
-        if spec is None or not isinstance(
-                spec.loader, importlib.machinery.SourceFileLoader):
+        if spec is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader):
             return None
-        return (spec.origin, spec.loader.get_data(spec.origin),
-                spec.submodule_search_locations is not None)
+        return (
+            spec.origin,
+            spec.loader.get_data(spec.origin),
+            spec.submodule_search_locations is not None,
+        )
 
 
-_IMPORT_NAME = dis.opmap['IMPORT_NAME']
-_LOAD_CONST = dis.opmap['LOAD_CONST']
-_LOAD_SMALL_INT = dis.opmap.get('LOAD_SMALL_INT')  # Python 3.14
-_CACHE = dis.opmap.get('CACHE')  # Python 3.11+ inline cache entries
+_IMPORT_NAME = dis.opmap["IMPORT_NAME"]
+_LOAD_CONST = dis.opmap["LOAD_CONST"]
+_LOAD_SMALL_INT = dis.opmap.get("LOAD_SMALL_INT")  # Python 3.14
+_CACHE = dis.opmap.get("CACHE")  # Python 3.11+ inline cache entries
 
 
 def _opcodes(co):
@@ -190,17 +193,21 @@ class ModuleFinder:
         self._found = {}
         self._related = {}
         self._imports = {}
-        self.methods = [DefectivePython3xMainMethod(), PkgutilMethod(),
-                        SysModulesMethod(), ParentEnumerationMethod()]
+        self.methods = [
+            DefectivePython3xMainMethod(),
+            PkgutilMethod(),
+            SysModulesMethod(),
+            ParentEnumerationMethod(),
+        ]
 
     def __repr__(self):
-        return 'ModuleFinder()'
+        return "ModuleFinder()"
 
     def get_module_source(self, fullname):
         """Return `(path, source, is_pkg)`, or `(None, None, None)`."""
         if fullname not in self._found:
             result = (None, None, None)
-            if fullname == '__main__' or not is_stdlib_name(fullname):
+            if fullname == "__main__" or not is_stdlib_name(fullname):
                 for method in self.methods:
                     found = method.find(fullname)
                     if found:
@@ -221,20 +228,19 @@ class ModuleFinder:
                     fromlist = args[-1] if args else None
                     name = co.co_names[arg]
                     if isinstance(level, int) and level > 0:
-                        base = package.rsplit('.', level - 1)[0]
-                        name = base + ('.' + name if name else '')
+                        base = package.rsplit(".", level - 1)[0]
+                        name = base + ("." + name if name else "")
                     yield name
                     for sub in fromlist or ():
-                        if isinstance(sub, str) and sub != '*':
-                            yield name + '.' + sub
+                        if isinstance(sub, str) and sub != "*":
+                            yield name + "." + sub
                 if op == _LOAD_CONST:
                     args.append(co.co_consts[arg])
                 elif op == _LOAD_SMALL_INT:
                     args.append(arg)
                 else:
                     args = []
-            pending.extend(c for c in co.co_consts
-                           if isinstance(c, type(co)))
+            pending.extend(c for c in co.co_consts if isinstance(c, type(co)))
 
     def _direct_imports(self, name):
         """Names imported by module `name` (each source compiled once)."""
@@ -242,9 +248,9 @@ class ModuleFinder:
             path, source, is_pkg = self.get_module_source(name)
             found = ()
             if source is not None:
-                package = name if is_pkg else name.rpartition('.')[0]
+                package = name if is_pkg else name.rpartition(".")[0]
                 try:
-                    code = compile(source, path, 'exec', dont_inherit=True)
+                    code = compile(source, path, "exec", dont_inherit=True)
                     found = tuple(self._scan_imports(code, package))
                 except SyntaxError:
                     pass
@@ -256,22 +262,21 @@ class ModuleFinder:
         `fullname`, directly or through each other."""
         if fullname in self._related:
             return self._related[fullname]
-        top = fullname.partition('.')[0]
+        top = fullname.partition(".")[0]
         seen = set()
         stack = [fullname]
         while stack:
             name = stack.pop()
             for imported in self._direct_imports(name):
-                if imported.partition('.')[0] != top or imported in seen or \
-                        imported == fullname:
+                if imported.partition(".")[0] != top or imported in seen or imported == fullname:
                     continue
                 if self.get_module_source(imported)[1] is None:
                     continue
                 seen.add(imported)
-                parent = imported.rpartition('.')[0]
+                parent = imported.rpartition(".")[0]
                 while parent and parent not in seen and parent != fullname:
                     seen.add(parent)
-                    parent = parent.rpartition('.')[0]
+                    parent = parent.rpartition(".")[0]
                 stack.append(imported)
         self._related[fullname] = sorted(seen)
         return self._related[fullname]
@@ -294,7 +299,7 @@ class ModuleResponder:
         router.add_handler(self._on_get_module, mitogen.core.GET_MODULE)
 
     def __repr__(self):
-        return 'ModuleResponder()'
+        return "ModuleResponder()"
 
     def _build_tuple(self, fullname):
         with self._lock:
@@ -307,11 +312,22 @@ class ModuleResponder:
             pkg_present = None
             if is_pkg:
                 pkg_present = get_child_modules(_search_path(fullname, path))
-            related = [] if fullname == '__main__' else [
-                name for name in self._finder.find_related_imports(fullname)
-                if name not in mitogen.parent.BOOTSTRAP_MODULES]
-            tup = (fullname, pkg_present, path,
-                   mitogen.core.Blob(zlib.compress(source, 6)), related)
+            related = (
+                []
+                if fullname == "__main__"
+                else [
+                    name
+                    for name in self._finder.find_related_imports(fullname)
+                    if name not in mitogen.parent.BOOTSTRAP_MODULES
+                ]
+            )
+            tup = (
+                fullname,
+                pkg_present,
+                path,
+                mitogen.core.Blob(zlib.compress(source, 6)),
+                related,
+            )
         with self._lock:
             self._cache[fullname] = tup
         return tup
@@ -333,14 +349,15 @@ class ModuleResponder:
             self.bad_load_module_count += 1
         else:
             self.good_load_module_count += 1
-        self._router._async_route(Message.pickled(
-            tup, dst_id=dst_id, handle=mitogen.core.LOAD_MODULE))
+        self._router._async_route(
+            Message.pickled(tup, dst_id=dst_id, handle=mitogen.core.LOAD_MODULE)
+        )
 
     def _on_get_module(self, msg):
         if msg.is_dead:
             return
         self.get_module_count += 1
-        fullname = msg.data.decode('utf-8', 'replace')
+        fullname = msg.data.decode("utf-8", "replace")
         try:
             tup = self._build_tuple(fullname)
             for name in tup[4]:
@@ -348,7 +365,7 @@ class ModuleResponder:
                 if related[3] is not None:
                     self._send(msg.src_id, related)
         except Exception:
-            LOG.exception('%r: while serving %r', self, fullname)
+            LOG.exception("%r: while serving %r", self, fullname)
             tup = (fullname, None, None, None, ())
         self._send(msg.src_id, tup)
 
@@ -362,28 +379,26 @@ class LogForwarder:
         router.add_handler(self._on_forward_log, mitogen.core.FORWARD_LOG)
 
     def __repr__(self):
-        return 'LogForwarder()'
+        return "LogForwarder()"
 
     def _on_forward_log(self, msg):
         if msg.is_dead:
             return
         try:
-            name, level, text = msg.data.decode('utf-8', 'replace').split(
-                '\x00', 2)
+            name, level, text = msg.data.decode("utf-8", "replace").split("\x00", 2)
             level = int(level)
         except ValueError:
-            LOG.error('%r: malformed log record from context %d', self,
-                      msg.src_id)
+            LOG.error("%r: malformed log record from context %d", self, msg.src_id)
             return
         context = self._router.context_by_id(msg.src_id)
         logger = self._loggers.get(msg.src_id)
         if logger is None:
-            logger = logging.getLogger('mitogen.ctx.%s' % (
-                context.name or msg.src_id,))
+            logger = logging.getLogger("mitogen.ctx.%s" % (context.name or msg.src_id,))
             self._loggers[msg.src_id] = logger
         if logger.isEnabledFor(level):
-            record = logger.makeRecord(logger.name, level, '(remote)', 0,
-                                       '%s: %s', (name, text), None)
+            record = logger.makeRecord(
+                logger.name, level, "(remote)", 0, "%s: %s", (name, text), None
+            )
             record.mitogen_name = name
             record.mitogen_context = context
             logger.handle(record)
@@ -402,7 +417,7 @@ class IdAllocator:
         router.add_handler(self.on_allocate_id, mitogen.core.ALLOCATE_ID)
 
     def __repr__(self):
-        return 'IdAllocator(%r)' % (self.router,)
+        return "IdAllocator(%r)" % (self.router,)
 
     def allocate(self):
         """Return a new context ID."""
@@ -421,8 +436,7 @@ class IdAllocator:
         if msg.is_dead:
             return
         start, end = self.allocate_block()
-        LOG.debug('%r: allocating [%d..%d) to context %d', self, start, end,
-                  msg.src_id)
+        LOG.debug("%r: allocating [%d..%d) to context %d", self, start, end, msg.src_id)
         msg.reply((start, end))
 
 
@@ -454,7 +468,6 @@ class Router(mitogen.parent.Router):
     def enable_debug(self):
         """Log at DEBUG to /tmp/mitogen.<pid>.log in this process."""
         handler = mitogen.core.PidfulStreamHandler()
-        handler.setFormatter(logging.Formatter(
-            '%(asctime)s %(levelname)s %(name)s: %(message)s'))
-        logging.getLogger('mitogen').addHandler(handler)
-        logging.getLogger('mitogen').setLevel(logging.DEBUG)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger("mitogen").addHandler(handler)
+        logging.getLogger("mitogen").setLevel(logging.DEBUG)

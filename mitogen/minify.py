@@ -8,7 +8,7 @@ import tokenize
 
 _STRING_START = {tokenize.STRING}
 _STRING_END = {tokenize.STRING}
-if hasattr(tokenize, 'FSTRING_START'):
+if hasattr(tokenize, "FSTRING_START"):
     _STRING_START.add(tokenize.FSTRING_START)
     _STRING_END.add(tokenize.FSTRING_END)
 
@@ -18,14 +18,19 @@ def _docstrings(tree, lines):
     docstrings that start their own line."""
     found = {}
     for node in ast.walk(tree):
-        body = getattr(node, 'body', None)
-        if not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
-                                 ast.AsyncFunctionDef)) or not body:
+        body = getattr(node, "body", None)
+        if (
+            not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            or not body
+        ):
             continue
         first = body[0]
-        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
-                and isinstance(first.value.value, str) \
-                and not lines[first.lineno - 1][:first.col_offset].strip():
+        if (
+            isinstance(first, ast.Expr)
+            and isinstance(first.value, ast.Constant)
+            and isinstance(first.value.value, str)
+            and not lines[first.lineno - 1][: first.col_offset].strip()
+        ):
             found[first.lineno] = (first.end_lineno, len(body) == 1)
     return found
 
@@ -34,8 +39,8 @@ def minimize_source(source):
     """Return `source` minus comments and docstrings, reindented; the
     result has exactly the same number of lines."""
     lines = source.splitlines(True)
-    inside = set()      # rows entirely or partly inside a multi-line string
-    opens = set()       # rows where a multi-line string starts
+    inside = set()  # rows entirely or partly inside a multi-line string
+    opens = set()  # rows where a multi-line string starts
     depth_by_row = {}
     depth = 0
     string_start = None
@@ -49,7 +54,7 @@ def minimize_source(source):
             depth_by_row.setdefault(tok.start[0], depth)
         if tok.type == tokenize.COMMENT:
             row, col = tok.start
-            lines[row - 1] = lines[row - 1][:col].rstrip() + '\n'
+            lines[row - 1] = lines[row - 1][:col].rstrip() + "\n"
         if tok.type in _STRING_START and tok.type != tokenize.STRING:
             if nesting == 0:
                 string_start = tok.start[0]
@@ -67,21 +72,21 @@ def minimize_source(source):
             inside.update(range(start + 1, tok.end[0] + 1))
     for first, (last, alone) in _docstrings(ast.parse(source), lines).items():
         line = lines[first - 1]
-        indent = line[:len(line) - len(line.lstrip())]
-        lines[first - 1] = indent + ('pass\n' if alone else '\n')
+        indent = line[: len(line) - len(line.lstrip())]
+        lines[first - 1] = indent + ("pass\n" if alone else "\n")
         opens.discard(first)
         for row in range(first + 1, last + 1):
-            lines[row - 1] = '\n'
+            lines[row - 1] = "\n"
             inside.discard(row)
     out = []
     for row, line in enumerate(lines, 1):
         if row in inside:
             out.append(line)
             continue
-        body = line.lstrip(' \t')
+        body = line.lstrip(" \t")
         if not body.strip():
-            out.append('\n')
+            out.append("\n")
             continue
-        body = body if row in opens else body.rstrip() + '\n'
-        out.append(' ' * depth_by_row.get(row, 0) + body)
-    return ''.join(out)
+        body = body if row in opens else body.rstrip() + "\n"
+        out.append(" " * depth_by_row.get(row, 0) + body)
+    return "".join(out)

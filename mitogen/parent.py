@@ -45,14 +45,14 @@ DRAIN_TIMEOUT = 1.0
 
 #: Introduces a failed child's last output in error messages (callers that
 #: want the output alone split on it).
-OUTPUT_MARKER = 'its last output was:\n'
+OUTPUT_MARKER = "its last output was:\n"
 
 #: Lines of a child's early output kept for error messages.
 DIAG_LINES = 30
 
 # Stage 0 waits with select() when a read would block: sudo's I/O logging
 # (log_output) hands the child a non-blocking pipe as stdin.
-STAGE0 = '''import os,sys,zlib,select
+STAGE0 = """import os,sys,zlib,select
 def R(n):
  b=b""
  while len(b)<n:
@@ -65,11 +65,11 @@ os.write(1,b"MITO000\\n")
 b=R(int(R(10)))
 d=zlib.decompress(b).split(b"\\0")
 exec(d[0])
-'''
+"""
 
 # Stage 2: runs inside stage 0's globals (R, b, d), loads the bundled
 # modules, reads the per-child config and starts ExternalContext.
-LOADER = '''import marshal
+LOADER = """import marshal
 c=marshal.loads(R(int(R(10))))
 for i in range(1,len(d),2):
  n=d[i].decode();m=type(sys)(n);m.__file__="master:"+n;m.__package__="mitogen"
@@ -78,33 +78,33 @@ for i in range(1,len(d),2):
  sys.modules[n]=m;exec(compile(d[i+1],m.__file__,"exec"),m.__dict__)
 c["preamble"]=b
 sys.modules["mitogen.core"].ExternalContext(c).main()
-'''
+"""
 
 #: Modules in the bootstrap bundle, in load order.
-BOOTSTRAP_MODULES = ('mitogen', 'mitogen.core')
+BOOTSTRAP_MODULES = ("mitogen", "mitogen.core")
 
 
 def get_stage0_command():
     """Return the `-c` argument that bootstraps a child: printable ASCII
     only, so no shell quoting quirk can damage it."""
     packed = base64.b64encode(zlib.compress(STAGE0.encode(), 9)).decode()
-    return ('import base64,zlib;exec(zlib.decompress(base64.b64decode("%s")))'
-            % (packed,))
+    return 'import base64,zlib;exec(zlib.decompress(base64.b64decode("%s")))' % (packed,)
 
 
 def _build_preamble():
     import mitogen.minify
+
     parts = [LOADER.encode()]
     for name in BOOTSTRAP_MODULES:
         module = sys.modules[name]
         path = module.__file__
-        with open(path, 'rb') as fp:
-            source = mitogen.minify.minimize_source(fp.read().decode('utf-8'))
-        data = source.encode('utf-8')
-        if b'\0' in data:
-            raise ValueError('%s contains a NUL byte' % (path,))
+        with open(path, "rb") as fp:
+            source = mitogen.minify.minimize_source(fp.read().decode("utf-8"))
+        data = source.encode("utf-8")
+        if b"\0" in data:
+            raise ValueError("%s contains a NUL byte" % (path,))
         parts += [name.encode(), data]
-    return zlib.compress(b'\0'.join(parts), 9)
+    return zlib.compress(b"\0".join(parts), 9)
 
 
 def get_preamble():
@@ -116,7 +116,7 @@ def get_preamble():
 
 def frame_blob(data):
     """Prefix `data` with its length as stage 0 and the loader read it."""
-    return ('%010d' % (len(data),)).encode() + data
+    return ("%010d" % (len(data),)).encode() + data
 
 
 def get_log_level():
@@ -125,6 +125,7 @@ def get_log_level():
 
 # ---------------------------------------------------------------------------
 # Pollers.
+
 
 class _KernelPoller(mitogen.core.Poller):
     """A Poller whose interest set also lives in the kernel: every change
@@ -153,15 +154,14 @@ class _KernelPoller(mitogen.core.Poller):
 class PollPoller(_KernelPoller):
     """Poller based on poll(2)."""
 
-    _repr = 'PollPoller()'
+    _repr = "PollPoller()"
 
     def __init__(self):
         super().__init__()
         self._pollobj = select.poll()
 
     def _update(self, fd):
-        mask = ((fd in self._rfds and select.POLLIN) |
-                (fd in self._wfds and select.POLLOUT))
+        mask = (fd in self._rfds and select.POLLIN) | (fd in self._wfds and select.POLLOUT)
         if mask:
             self._pollobj.register(fd, mask)
         else:
@@ -178,18 +178,16 @@ class PollPoller(_KernelPoller):
         except InterruptedError:
             return
         for fd, event in events:
-            if event & (select.POLLIN | select.POLLHUP | select.POLLERR) \
-                    and fd in self._rfds:
+            if event & (select.POLLIN | select.POLLHUP | select.POLLERR) and fd in self._rfds:
                 yield self._rfds[fd]
-            if event & (select.POLLOUT | select.POLLERR) and \
-                    fd in self._wfds:
+            if event & (select.POLLOUT | select.POLLERR) and fd in self._wfds:
                 yield self._wfds[fd]
 
 
 class EpollPoller(_KernelPoller):
     """Poller based on Linux epoll(7)."""
 
-    _repr = 'EpollPoller()'
+    _repr = "EpollPoller()"
 
     def __init__(self):
         super().__init__()
@@ -200,8 +198,7 @@ class EpollPoller(_KernelPoller):
         self._epoll.close()
 
     def _update(self, fd):
-        mask = ((fd in self._rfds and select.EPOLLIN) |
-                (fd in self._wfds and select.EPOLLOUT))
+        mask = (fd in self._rfds and select.EPOLLIN) | (fd in self._wfds and select.EPOLLOUT)
         try:
             if mask and fd in self._registered:
                 self._epoll.modify(fd, mask)
@@ -221,19 +218,18 @@ class EpollPoller(_KernelPoller):
         except InterruptedError:
             return
         for fd, event in events:
-            if event & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR) \
-                    and fd in self._rfds:
+            if event & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR) and fd in self._rfds:
                 yield self._rfds[fd]
-            if event & (select.EPOLLOUT | select.EPOLLERR) and \
-                    fd in self._wfds:
+            if event & (select.EPOLLOUT | select.EPOLLERR) and fd in self._wfds:
                 yield self._wfds[fd]
 
 
-PREFERRED_POLLER = EpollPoller if hasattr(select, 'epoll') else PollPoller
+PREFERRED_POLLER = EpollPoller if hasattr(select, "epoll") else PollPoller
 
 
 # ---------------------------------------------------------------------------
 # Child processes.
+
 
 def create_socketpair(size=None):
     """Return a connected pair of UNIX stream sockets, buffers enlarged to
@@ -257,7 +253,7 @@ class Process:
         self.returncode = None
 
     def __repr__(self):
-        return '%s(pid=%d)' % (type(self).__name__, self.pid)
+        return "%s(pid=%d)" % (type(self).__name__, self.pid)
 
     def poll(self):
         """Return the wait status once the process has exited, else None."""
@@ -305,8 +301,14 @@ def create_child(args, merge_stdio=False, stderr_pipe=True, env=None):
         stderr_r, stderr_w = mitogen.core.pipe()
     try:
         proc = subprocess.Popen(
-            args, stdin=child_sock, stdout=child_sock, stderr=stderr_w,
-            close_fds=True, start_new_session=True, env=env)
+            args,
+            stdin=child_sock,
+            stdout=child_sock,
+            stderr=stderr_w,
+            close_fds=True,
+            start_new_session=True,
+            env=env,
+        )
     except OSError:
         parent_sock.close()
         if stderr_r is not None:
@@ -355,8 +357,15 @@ def _popen_with_tty(args, stdio, slave_fd, env=None):
     """Start `args` in a new session with `slave_fd` as stderr and
     controlling terminal, and `stdio` as stdin and stdout."""
     return subprocess.Popen(
-        args, stdin=stdio, stdout=stdio, stderr=slave_fd, close_fds=True,
-        start_new_session=True, preexec_fn=_acquire_controlling_tty, env=env)
+        args,
+        stdin=stdio,
+        stdout=stdio,
+        stderr=slave_fd,
+        close_fds=True,
+        start_new_session=True,
+        preexec_fn=_acquire_controlling_tty,
+        env=env,
+    )
 
 
 def tty_create_child(args, env=None):
@@ -417,8 +426,7 @@ class Reaper:
     Broker exit."""
 
     #: Delays between polls, in seconds.
-    DELAYS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.5, 0.5, 0.5,
-              1.0, 1.0, 1.0)
+    DELAYS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.5, 0.5, 0.5, 1.0, 1.0, 1.0)
     #: Poll count after which SIGTERM is sent.
     TERM_AFTER = 9
     #: Poll count after which SIGKILL is sent.
@@ -432,17 +440,16 @@ class Reaper:
 
     def start(self):
         """Begin reaping; call on the Broker thread."""
-        listen(self.broker, 'exit', self._on_broker_exit)
+        listen(self.broker, "exit", self._on_broker_exit)
         if self.kill:
             self.proc.signal(signal.SIGTERM)
         self._reap()
 
     def _done(self):
-        LOG.debug('%r: exited with status %r', self.proc,
-                  self.proc.returncode)
-        mitogen.core.fire(self.proc, 'exit')
+        LOG.debug("%r: exited with status %r", self.proc, self.proc.returncode)
+        mitogen.core.fire(self.proc, "exit")
         try:
-            mitogen.core.unlisten(self.broker, 'exit', self._on_broker_exit)
+            mitogen.core.unlisten(self.broker, "exit", self._on_broker_exit)
         except ValueError:
             pass
 
@@ -450,24 +457,21 @@ class Reaper:
         if self.proc.poll() is not None:
             return self._done()
         if self._count == self.TERM_AFTER:
-            LOG.debug('%r: still alive; sending SIGTERM', self.proc)
+            LOG.debug("%r: still alive; sending SIGTERM", self.proc)
             self.proc.signal(signal.SIGTERM)
         elif self._count == self.KILL_AFTER:
-            LOG.warning('%r: still alive after SIGTERM; sending SIGKILL',
-                        self.proc)
+            LOG.warning("%r: still alive after SIGTERM; sending SIGKILL", self.proc)
             self.proc.signal(signal.SIGKILL)
         if self._count < len(self.DELAYS):
             delay = self.DELAYS[self._count]
             self._count += 1
-            self.broker.timers.schedule(mitogen.core.now() + delay,
-                                        self._reap)
+            self.broker.timers.schedule(mitogen.core.now() + delay, self._reap)
         else:
             self._on_broker_exit()
 
     def _on_broker_exit(self):
         """Final, blocking reap: the Broker is going away."""
-        for signum, wait in ((None, 0.5), (signal.SIGTERM, 1.0),
-                             (signal.SIGKILL, 5.0)):
+        for signum, wait in ((None, 0.5), (signal.SIGTERM, 1.0), (signal.SIGKILL, 5.0)):
             if signum is not None:
                 self.proc.signal(signum)
             deadline = mitogen.core.now() + wait
@@ -475,11 +479,12 @@ class Reaper:
                 threading.Event().wait(0.01)
             if self.proc.returncode is not None:
                 return self._done()
-        LOG.error('%r: could not reap the process', self.proc)
+        LOG.error("%r: could not reap the process", self.proc)
 
 
 # ---------------------------------------------------------------------------
 # Protocols used while bootstrapping.
+
 
 class LogProtocol(mitogen.core.DelimitedProtocol):
     """Log lines from a child's diagnostic (stderr) descriptor, keeping the
@@ -489,11 +494,11 @@ class LogProtocol(mitogen.core.DelimitedProtocol):
         self._conn = conn
 
     def on_line_received(self, line):
-        text = mitogen.core.to_text(line).rstrip('\r')
+        text = mitogen.core.to_text(line).rstrip("\r")
         self._conn.diag_lines.append(text)
         del self._conn.diag_lines[:-DIAG_LINES]
-        self._conn.diag_partial = ''
-        LOG.debug('%s: %s', self._conn.name, text)
+        self._conn.diag_partial = ""
+        LOG.debug("%s: %s", self._conn.name, text)
 
     def on_partial_line_received(self, line):
         self._conn.on_partial_diag(mitogen.core.to_text(line))
@@ -514,9 +519,9 @@ class BootstrapProtocol(mitogen.core.DelimitedProtocol):
         self._writer.on_transmit(broker)
 
     def on_line_received(self, line):
-        if line == b'MITO000':
+        if line == b"MITO000":
             return True
-        if line == b'MITO001':
+        if line == b"MITO001":
             self._conn._on_bootstrap_done(self.stream)
             return False
         return LogProtocol.on_line_received(self, line)
@@ -532,12 +537,13 @@ class MitogenProtocol(mitogen.core.MitogenProtocol):
     def on_shutdown(self, broker):
         """Ask the child to shut down; it disconnects when done, or the
         Broker forces the stream closed after its shutdown_timeout."""
-        LOG.debug('%r: asking context %d to shut down', self, self.remote_id)
+        LOG.debug("%r: asking context %d to shut down", self, self.remote_id)
         self._send(Message(dst_id=self.remote_id, handle=mitogen.core.SHUTDOWN))
 
 
 # ---------------------------------------------------------------------------
 # Connections.
+
 
 class Options:
     """Settings common to every connection method.
@@ -551,9 +557,18 @@ class Options:
 
     name = None
 
-    def __init__(self, max_message_size, name=None, remote_name=None,
-                 python_path=None, debug=False, connect_timeout=None,
-                 profiling=False, unidirectional=False, old_router=None):
+    def __init__(
+        self,
+        max_message_size,
+        name=None,
+        remote_name=None,
+        python_path=None,
+        debug=False,
+        connect_timeout=None,
+        profiling=False,
+        unidirectional=False,
+        old_router=None,
+    ):
         self.name = name
         self.remote_name = remote_name
         self.python_path = python_path or self.default_python_path()
@@ -584,7 +599,7 @@ class Connection:
     bootstrap_protocol_class = BootstrapProtocol
     diag_protocol_class = LogProtocol
     #: Prefix of generated context names.
-    name_prefix = 'local'
+    name_prefix = "local"
     #: True if the child process is the interpreter itself.
     child_is_immediate_subprocess = True
     #: True if the bootstrap bundle must be written to the child.
@@ -596,7 +611,7 @@ class Connection:
     _drain_timer = None
     #: The child's last unterminated line of diagnostic output (a prompt
     #: nobody answered, say), shown in error messages.
-    diag_partial = ''
+    diag_partial = ""
     #: True once the attempt has succeeded or failed.
     _settled = False
 
@@ -607,27 +622,27 @@ class Connection:
         self.name = options.name
 
     def __repr__(self):
-        return '%s(%r)' % (type(self).__name__, self.name)
+        return "%s(%r)" % (type(self).__name__, self.name)
 
     def get_python_argv(self):
         path = self.options.python_path
         return list(path) if isinstance(path, (list, tuple)) else [path]
 
     def get_boot_command(self):
-        return self.get_python_argv() + ['-c', get_stage0_command()]
+        return self.get_python_argv() + ["-c", get_stage0_command()]
 
     def get_econtext_config(self):
         return {
-            'context_id': self.context.context_id,
-            'parent_ids': [mitogen.context_id] + list(mitogen.parent_ids),
-            'name': self.options.remote_name or self.name,
-            'in_fd': 0,
-            'out_fd': 1,
-            'log_level': get_log_level(),
-            'debug': self.options.debug,
-            'max_message_size': self.options.max_message_size,
-            'whitelist': [],
-            'blacklist': [],
+            "context_id": self.context.context_id,
+            "parent_ids": [mitogen.context_id] + list(mitogen.parent_ids),
+            "name": self.options.remote_name or self.name,
+            "in_fd": 0,
+            "out_fd": 1,
+            "log_level": get_log_level(),
+            "debug": self.options.debug,
+            "max_message_size": self.options.max_message_size,
+            "whitelist": [],
+            "blacklist": [],
         }
 
     def get_preamble_payload(self):
@@ -636,16 +651,15 @@ class Connection:
 
     def start_child(self):
         args = self.get_boot_command()
-        LOG.debug('%r: starting %s', self, args[0])
+        LOG.debug("%r: starting %s", self, args[0])
         try:
             return create_child(args)
         except OSError as e:
-            raise StreamError('could not start %s for %s: %s',
-                              args[0], self.name, e)
+            raise StreamError("could not start %s for %s: %s", args[0], self.name, e)
 
     def describe(self):
         """A phrase naming what we connect to, for error messages."""
-        return '%s context %s' % (self.name_prefix, self.name)
+        return "%s context %s" % (self.name_prefix, self.name)
 
     def connect(self, context):
         """Start the child and wait until it is connected or failed."""
@@ -653,7 +667,7 @@ class Connection:
         self._latch = mitogen.core.Latch()
         self.proc = self.start_child()
         if self.name is None:
-            self.name = '%s.%d' % (self.name_prefix, self.proc.pid)
+            self.name = "%s.%d" % (self.name_prefix, self.proc.pid)
         context.name = self.name
         self._router.broker.defer(self._async_connect)
         error = self._latch.get(timeout=self.options.connect_timeout + 10)
@@ -663,18 +677,17 @@ class Connection:
 
     def _async_connect(self):
         self.timer = self._router.broker.timers.schedule(
-            mitogen.core.now() + self.options.connect_timeout,
-            self._on_timeout)
-        stream = self.bootstrap_protocol_class.build_stream(
-            self, self._router.broker)
+            mitogen.core.now() + self.options.connect_timeout, self._on_timeout
+        )
+        stream = self.bootstrap_protocol_class.build_stream(self, self._router.broker)
         stream.name = self.name
         stream.accept(self.proc.stdout, self.proc.stdin)
         self.stdio_stream = stream
-        listen(stream, 'disconnect', self._on_stdio_disconnect)
+        listen(stream, "disconnect", self._on_stdio_disconnect)
         self._router.broker.start_receive(stream)
         if self.proc.stderr is not None:
             diag = self.diag_protocol_class.build_stream(self)
-            diag.name = self.name + '.stderr'
+            diag.name = self.name + ".stderr"
             diag.accept(self.proc.stderr, None)
             diag.receive_side.keep_alive = False
             self._router.broker.start_receive(diag)
@@ -692,13 +705,18 @@ class Connection:
         if self.diag_partial.strip():
             lines.append(self.diag_partial)
         if not lines:
-            return 'the child printed nothing'
-        return OUTPUT_MARKER + '\n'.join(lines)
+            return "the child printed nothing"
+        return OUTPUT_MARKER + "\n".join(lines)
 
     def _on_timeout(self):
-        self._fail(mitogen.core.TimeoutError(
-            'Failed to set up %s: timed out after %.1f seconds; %s',
-            self.describe(), self.options.connect_timeout, self._diag_text()))
+        self._fail(
+            mitogen.core.TimeoutError(
+                "Failed to set up %s: timed out after %.1f seconds; %s",
+                self.describe(),
+                self.options.connect_timeout,
+                self._diag_text(),
+            )
+        )
 
     def _on_stdio_disconnect(self):
         """Wait briefly for the diagnostic stream to close too, so the
@@ -708,16 +726,21 @@ class Connection:
         diag = self.diag_stream
         if diag is None or diag.protocol.disconnected:
             return self._on_output_drained()
-        listen(diag, 'disconnect', self._on_output_drained)
+        listen(diag, "disconnect", self._on_output_drained)
         self._drain_timer = self._router.broker.timers.schedule(
-            mitogen.core.now() + DRAIN_TIMEOUT, self._on_output_drained)
+            mitogen.core.now() + DRAIN_TIMEOUT, self._on_output_drained
+        )
 
     def _on_output_drained(self):
         if not self._settled:
-            self._fail(EofError(
-                'Failed to set up %s: the child exited or closed its '
-                'connection during bootstrap; %s', self.describe(),
-                self._diag_text()))
+            self._fail(
+                EofError(
+                    "Failed to set up %s: the child exited or closed its "
+                    "connection during bootstrap; %s",
+                    self.describe(),
+                    self._diag_text(),
+                )
+            )
 
     def _close_streams(self):
         broker = self._router.broker
@@ -734,8 +757,7 @@ class Connection:
         self.timer.cancel()
         if self._drain_timer is not None:
             self._drain_timer.cancel()
-        mitogen.core.unlisten(self.stdio_stream, 'disconnect',
-                              self._on_stdio_disconnect)
+        mitogen.core.unlisten(self.stdio_stream, "disconnect", self._on_stdio_disconnect)
         self._close_streams()
         Reaper(self._router.broker, self.proc, kill=True).start()
         self._latch.put(exc)
@@ -743,33 +765,31 @@ class Connection:
     def _on_bootstrap_done(self, stream):
         self._settled = True
         self.timer.cancel()
-        mitogen.core.unlisten(stream, 'disconnect', self._on_stdio_disconnect)
-        stream.set_protocol(self.stream_protocol_class(
-            self._router, self.context.context_id))
+        mitogen.core.unlisten(stream, "disconnect", self._on_stdio_disconnect)
+        stream.set_protocol(self.stream_protocol_class(self._router, self.context.context_id))
         self._router.register(self.context, stream)
-        listen(stream, 'disconnect', self._on_stream_disconnect)
-        LOG.debug('%r: connected to context %d', self,
-                  self.context.context_id)
+        listen(stream, "disconnect", self._on_stream_disconnect)
+        LOG.debug("%r: connected to context %d", self, self.context.context_id)
         self._latch.put(None)
 
     def _on_stream_disconnect(self):
         if self.diag_stream is not None:
             self.diag_stream.on_disconnect(self._router.broker)
-        Reaper(self._router.broker, self.proc,
-               kill=not self.child_is_immediate_subprocess).start()
+        Reaper(self._router.broker, self.proc, kill=not self.child_is_immediate_subprocess).start()
 
 
 def get_connection_class(name):
     """Return the Connection class of connection method `name`."""
     try:
-        module = importlib.import_module('mitogen.' + name)
+        module = importlib.import_module("mitogen." + name)
     except ImportError:
-        raise mitogen.core.Error('unknown connection method %r', name)
+        raise mitogen.core.Error("unknown connection method %r", name)
     return module.Connection
 
 
 # ---------------------------------------------------------------------------
 # Connections whose child may ask for a password: ssh, sudo, su, doas.
+
 
 class AuthenticationError(StreamError):
     """The target refused to let us in: credentials missing or wrong."""
@@ -791,40 +811,75 @@ class InterpreterNotFoundError(EofError):
 #: Words that password prompts contain, in English and in the languages
 #: sudo, su (PAM), doas and ssh are most often translated into.
 PASSWORD_PROMPT_WORDS = (
-    'password', 'passwort', 'kennwort', 'mot de passe', 'contraseña',
-    'contrasenya', 'senha', 'palavra-passe', 'wachtwoord', 'lösenord',
-    'passord', 'adgangskode', 'salasana', 'parola', 'hasło', 'heslo',
-    'jelszó', 'geslo', 'lozinka', 'пароль', 'κωδικός', 'şifre', 'sandi',
-    'mật khẩu', 'パスワード', '密码', '密碼', '암호', '비밀번호', 'סיסמה',
-    'كلمة المرور', 'รหัสผ่าน',
+    "password",
+    "passwort",
+    "kennwort",
+    "mot de passe",
+    "contraseña",
+    "contrasenya",
+    "senha",
+    "palavra-passe",
+    "wachtwoord",
+    "lösenord",
+    "passord",
+    "adgangskode",
+    "salasana",
+    "parola",
+    "hasło",
+    "heslo",
+    "jelszó",
+    "geslo",
+    "lozinka",
+    "пароль",
+    "κωδικός",
+    "şifre",
+    "sandi",
+    "mật khẩu",
+    "パスワード",
+    "密码",
+    "密碼",
+    "암호",
+    "비밀번호",
+    "סיסמה",
+    "كلمة المرور",
+    "รหัสผ่าน",
 )
 
 #: An unterminated line that asks for a password: a prompt word, then a
 #: colon at the end, perhaps followed by pwfeedback's asterisks.
 PASSWORD_PROMPT_RE = re.compile(
-    r'(?:%s)[^\n]*[:：]\s*\**\s*$'
-    % '|'.join(re.escape(word) for word in PASSWORD_PROMPT_WORDS),
-    re.IGNORECASE)
+    r"(?:%s)[^\n]*[:：]\s*\**\s*$" % "|".join(re.escape(word) for word in PASSWORD_PROMPT_WORDS),
+    re.IGNORECASE,
+)
 
 #: (kind, pattern) of messages from sudo, su and doas (and sudo-rs) that
 #: end a connection attempt, matched case-insensitively against complete
 #: lines of diagnostic output.
 BECOME_FAILURES = (
-    ('bad_password', r'sorry, try again|incorrect password|'
-                     r'authentication fail|incorrect authentication'),
-    ('need_password', r'a password is required|a terminal is required|'
-                      r'authori[sz]ation required|no askpass program'),
-    ('policy', r'is not in the sudoers file|not allowed to execute|'
-               r'may not run sudo|not allowed to run sudo|'
-               r'operation not permitted'),
+    (
+        "bad_password",
+        r"sorry, try again|incorrect password|"
+        r"authentication fail|incorrect authentication",
+    ),
+    (
+        "need_password",
+        r"a password is required|a terminal is required|"
+        r"authori[sz]ation required|no askpass program",
+    ),
+    (
+        "policy",
+        r"is not in the sudoers file|not allowed to execute|"
+        r"may not run sudo|not allowed to run sudo|"
+        r"operation not permitted",
+    ),
 )
 
 #: Why a connection attempt failed, by kind of failure.
 FAILURE_REASONS = {
-    'bad_password': 'the password was refused',
-    'need_password': 'a password is required and none was given',
-    'policy': 'refused by policy',
-    'python': 'the Python interpreter %(python)r was not found',
+    "bad_password": "the password was refused",
+    "need_password": "a password is required and none was given",
+    "policy": "refused by policy",
+    "python": "the Python interpreter %(python)r was not found",
 }
 
 
@@ -854,8 +909,7 @@ def is_password_prompt(text, custom=None, builtin=True):
 
 def _compile_failures(failures):
     """Compile (kind, pattern) pairs, case-insensitively."""
-    return [(kind, re.compile(pattern, re.IGNORECASE))
-            for kind, pattern in failures]
+    return [(kind, re.compile(pattern, re.IGNORECASE)) for kind, pattern in failures]
 
 
 def _write_fully(fd, data):
@@ -865,7 +919,7 @@ def _write_fully(fd, data):
         written, disconnected = mitogen.core.io_op(os.write, fd, data)
         if disconnected:
             return
-        data = data[written or 0:]
+        data = data[written or 0 :]
 
 
 class PromptingOptions(Options):
@@ -880,11 +934,11 @@ class PromptingOptions(Options):
         `password_prompt` matches.
     """
 
-    def __init__(self, max_message_size, password=None, password_prompt=None,
-                 builtin_prompts=True, **kwargs):
+    def __init__(
+        self, max_message_size, password=None, password_prompt=None, builtin_prompts=True, **kwargs
+    ):
         super().__init__(max_message_size, **kwargs)
-        self.password = (None if password is None
-                         else mitogen.core.Secret(password))
+        self.password = None if password is None else mitogen.core.Secret(password)
         self.password_prompt = compile_prompt(password_prompt)
         self.builtin_prompts = builtin_prompts
 
@@ -896,22 +950,21 @@ class DiagProtocol(LogProtocol):
 
     def on_line_received(self, line):
         conn = self._conn
-        text = conn.scrub(mitogen.core.to_text(line).rstrip('\r'))
+        text = conn.scrub(mitogen.core.to_text(line).rstrip("\r"))
         conn.diag_lines.append(text)
         del conn.diag_lines[:-DIAG_LINES]
-        LOG.debug('%s: %s', conn.name, text)
+        LOG.debug("%s: %s", conn.name, text)
         conn.on_diag_line(text)
 
     def on_partial_line_received(self, line):
-        self._conn.on_partial_diag(
-            self._conn.scrub(mitogen.core.to_text(line)))
+        self._conn.on_partial_diag(self._conn.scrub(mitogen.core.to_text(line)))
 
     def on_shutdown(self, broker):
         """Keep reading at Broker shutdown: the stream closes with the
         child, and closing a pty early would hang it up."""
 
     def on_disconnect(self, broker):
-        trailer, self._trailer = self._trailer, b''
+        trailer, self._trailer = self._trailer, b""
         if trailer:
             self.on_line_received(trailer)
         super().on_disconnect(broker)
@@ -922,7 +975,7 @@ class DeferredBootstrapProtocol(BootstrapProtocol):
     program that reads a password from stdin cannot swallow it."""
 
     def on_line_received(self, line):
-        if line == b'MITO000':
+        if line == b"MITO000":
             self.write(self._conn.get_preamble_payload())
         return super().on_line_received(line)
 
@@ -950,15 +1003,15 @@ class PromptingConnection(Connection):
     bootstrap_protocol_class = DeferredBootstrapProtocol
     sends_preamble = False
     child_is_immediate_subprocess = False
-    password_sink = 'tty'
+    password_sink = "tty"
     tty_echo = False
     failures = BECOME_FAILURES
     prompt_failures = ()
     error_classes = {
-        'bad_password': PasswordError,
-        'need_password': PasswordError,
-        'policy': PolicyError,
-        'python': InterpreterNotFoundError,
+        "bad_password": PasswordError,
+        "need_password": PasswordError,
+        "policy": PolicyError,
+        "python": InterpreterNotFoundError,
     }
     reasons = FAILURE_REASONS
 
@@ -967,36 +1020,36 @@ class PromptingConnection(Connection):
         self._prompts_answered = 0
         self._on_prompt_line = False
         self._line_failures = _compile_failures(
-            self.failures + (('python', self._python_missing_pattern()),))
+            self.failures + (("python", self._python_missing_pattern()),)
+        )
         self._prompt_failures = _compile_failures(self.prompt_failures)
 
     def _python_missing_pattern(self):
         """Matches a shell's or sudo's complaint that the interpreter
         does not exist, e.g. "bash: line 1: python3.99: command not found"."""
         python = os.path.basename(self.get_python_argv()[0])
-        return re.escape(python) + r'''['"]?:.*(?:not found|no such file)'''
+        return re.escape(python) + r"""['"]?:.*(?:not found|no such file)"""
 
     def uses_tty(self):
         """True if the child needs a pty to read the password from."""
-        return self.password_sink == 'tty' and self.options.password is not None
+        return self.password_sink == "tty" and self.options.password is not None
 
     def start_child(self):
         args = self.get_boot_command()
         tty = self.uses_tty()
-        LOG.debug('%r: starting %s%s', self, args[0], ' on a pty' if tty else '')
+        LOG.debug("%r: starting %s%s", self, args[0], " on a pty" if tty else "")
         try:
             if tty:
                 return hybrid_tty_create_child(args, echo=self.tty_echo)
             return create_child(args)
         except OSError as e:
-            raise StreamError('could not start %s for %s: %s',
-                              args[0], self.describe(), e)
+            raise StreamError("could not start %s for %s: %s", args[0], self.describe(), e)
 
     def scrub(self, text):
         """Return `text` with any occurrence of the password hidden."""
         password = self.options.password
         if password:
-            text = text.replace(password, '[secret]')
+            text = text.replace(password, "[secret]")
         return text
 
     def error_class(self, kind):
@@ -1005,14 +1058,16 @@ class PromptingConnection(Connection):
 
     def reason(self, kind):
         """Explain a failure of `kind` for an error message."""
-        return self.reasons[kind] % {'python': self.get_python_argv()[0]}
+        return self.reasons[kind] % {"python": self.get_python_argv()[0]}
 
     def fail_with(self, kind):
         """Abort the attempt with the exception for failure `kind`; the
         output so far (with an unterminated prompt) is shown."""
-        self._fail(self.error_class(kind)(
-            'Failed to set up %s: %s; %s', self.describe(), self.reason(kind),
-            self._diag_text()))
+        self._fail(
+            self.error_class(kind)(
+                "Failed to set up %s: %s; %s", self.describe(), self.reason(kind), self._diag_text()
+            )
+        )
 
     def is_prompt(self, text):
         """True if the unterminated line `text` asks for the password."""
@@ -1035,18 +1090,18 @@ class PromptingConnection(Connection):
             return
         self._on_prompt_line = True
         if self.options.password is None:
-            return self.fail_with('need_password')
+            return self.fail_with("need_password")
         if self._prompts_answered:
-            return self.fail_with('bad_password')
+            return self.fail_with("bad_password")
         self._prompts_answered += 1
-        LOG.debug('%r: answering password prompt', self)
-        self.write_password((self.options.password + '\n').encode('utf-8'))
+        LOG.debug("%r: answering password prompt", self)
+        self.write_password((self.options.password + "\n").encode("utf-8"))
 
     def on_diag_line(self, text):
         """Called with each complete line of diagnostic output."""
         self._on_prompt_line = False
-        self.diag_partial = ''
-        if self._settled or text.lstrip().lower().startswith('debug'):
+        self.diag_partial = ""
+        if self._settled or text.lstrip().lower().startswith("debug"):
             return
         for kind, regex in self._line_failures:
             if regex.search(text):
@@ -1054,11 +1109,10 @@ class PromptingConnection(Connection):
 
     def write_password(self, data):
         """Type `data` where the child reads its password."""
-        if self.password_sink == 'stdin':
+        if self.password_sink == "stdin":
             self.stdio_stream.protocol.write(data)
         else:
             _write_fully(self.diag_stream.receive_side.fd, data)
-
 
 
 class BecomeOptions(PromptingOptions):
@@ -1068,7 +1122,7 @@ class BecomeOptions(PromptingOptions):
     :param str username: account to become (default 'root').
     """
 
-    def __init__(self, max_message_size, username='root', **kwargs):
+    def __init__(self, max_message_size, username="root", **kwargs):
         super().__init__(max_message_size, **kwargs)
         self.username = username
 
@@ -1081,22 +1135,26 @@ class BecomeConnection(PromptingConnection):
 
     def __init__(self, options, router):
         if options.name is None:
-            options.name = '%s.%s' % (self.name_prefix, options.username)
+            options.name = "%s.%s" % (self.name_prefix, options.username)
         super().__init__(options, router)
 
     def error_class(self, kind):
-        if kind in ('bad_password', 'need_password'):
+        if kind in ("bad_password", "need_password"):
             return self.password_error
         return super().error_class(kind)
 
     def describe(self):
-        return '%s from %s to %s on %s' % (
-            self.name_prefix, current_user(), self.options.username,
-            socket.gethostname())
+        return "%s from %s to %s on %s" % (
+            self.name_prefix,
+            current_user(),
+            self.options.username,
+            socket.gethostname(),
+        )
 
 
 # ---------------------------------------------------------------------------
 # Calls.
+
 
 class CallChain:
     """Send CALL_FUNCTION messages to a context.
@@ -1114,8 +1172,12 @@ class CallChain:
 
     @classmethod
     def make_chain_id(cls):
-        return '%s-%d-%x-%x' % (socket.gethostname(), os.getpid(),
-                                threading.get_ident(), next(cls._counter))
+        return "%s-%d-%x-%x" % (
+            socket.gethostname(),
+            os.getpid(),
+            threading.get_ident(),
+            next(cls._counter),
+        )
 
     def reset(self):
         """Forget any failure recorded for this chain and start a new one."""
@@ -1128,25 +1190,29 @@ class CallChain:
             self.chain_id = self.make_chain_id()
 
     def make_msg(self, fn, *args, **kwargs):
-        owner = getattr(fn, '__self__', None)
+        owner = getattr(fn, "__self__", None)
         if isinstance(owner, type):
             modname, klass = owner.__module__, owner.__name__
         elif owner is not None and not isinstance(owner, type(sys)):
-            raise TypeError('cannot call instance method %r remotely: use a '
-                            'function, classmethod or staticmethod' % (fn,))
+            raise TypeError(
+                "cannot call instance method %r remotely: use a "
+                "function, classmethod or staticmethod" % (fn,)
+            )
         else:
             modname = fn.__module__
-            qual = fn.__qualname__.split('.')
-            if '<locals>' in qual or '<lambda>' in qual:
-                raise TypeError('cannot call %r remotely: nested functions '
-                                'and lambdas cannot be imported' % (fn,))
-            klass = '.'.join(qual[:-1]) or None
-        if modname == '__mitogen_main__':
-            modname = '__main__'
+            qual = fn.__qualname__.split(".")
+            if "<locals>" in qual or "<lambda>" in qual:
+                raise TypeError(
+                    "cannot call %r remotely: nested functions "
+                    "and lambdas cannot be imported" % (fn,)
+                )
+            klass = ".".join(qual[:-1]) or None
+        if modname == "__mitogen_main__":
+            modname = "__main__"
         return Message.pickled(
-            (self.chain_id, modname, klass, fn.__name__, args,
-             mitogen.core.Kwargs(kwargs)),
-            handle=mitogen.core.CALL_FUNCTION)
+            (self.chain_id, modname, klass, fn.__name__, args, mitogen.core.Kwargs(kwargs)),
+            handle=mitogen.core.CALL_FUNCTION,
+        )
 
     def call_no_reply(self, fn, *args, **kwargs):
         """Start `fn(*args, **kwargs)` remotely without waiting; a failure
@@ -1176,9 +1242,11 @@ class Context(mitogen.core.Context):
         self.default_call_chain = CallChain(self)
 
     def __eq__(self, other):
-        return (isinstance(other, mitogen.core.Context) and
-                other.context_id == self.context_id and
-                other.router == self.router)
+        return (
+            isinstance(other, mitogen.core.Context)
+            and other.context_id == self.context_id
+            and other.router == self.router
+        )
 
     def __hash__(self):
         return hash((self.router, self.context_id))
@@ -1199,7 +1267,7 @@ class Context(mitogen.core.Context):
             with `wait=True`, block (up to `timeout` seconds) for it instead.
         """
         latch = mitogen.core.Latch()
-        listen(self, 'disconnect', lambda: latch.put(None))
+        listen(self, "disconnect", lambda: latch.put(None))
         if self.router.stream_by_id(self.context_id) is None:
             latch.put(None)
         self.send(Message(handle=mitogen.core.SHUTDOWN))
@@ -1212,6 +1280,7 @@ class Context(mitogen.core.Context):
 # ---------------------------------------------------------------------------
 # Routing upkeep, IDs and module forwarding.
 
+
 class RouteMonitor:
     """Keep routes to descendants up to date: announce new and lost
     children upward (ADD_ROUTE/DEL_ROUTE) and lost contexts downward, and
@@ -1221,13 +1290,11 @@ class RouteMonitor:
         self.router = router
         self._routes_by_stream = {}
         router.add_handler(self._on_add_route, mitogen.core.ADD_ROUTE)
-        router.add_handler(self._on_del_route, mitogen.core.DEL_ROUTE,
-                           overwrite=True)
+        router.add_handler(self._on_del_route, mitogen.core.DEL_ROUTE, overwrite=True)
 
     def _send(self, stream, handle, target_id, name=None):
-        data = ('%d:%s' % (target_id, name or '')).encode('utf-8')
-        stream.protocol._send(Message(
-            dst_id=stream.protocol.remote_id, handle=handle, data=data))
+        data = ("%d:%s" % (target_id, name or "")).encode("utf-8")
+        stream.protocol._send(Message(dst_id=stream.protocol.remote_id, handle=handle, data=data))
 
     def _propagate_up(self, handle, target_id, name=None):
         if self.router.parent_stream is not None:
@@ -1241,7 +1308,7 @@ class RouteMonitor:
         """Start tracking a newly connected child stream; Broker thread."""
         target_id = stream.protocol.remote_id
         self._routes_by_stream[stream] = {target_id}
-        listen(stream, 'disconnect', lambda: self._on_stream_disconnect(stream))
+        listen(stream, "disconnect", lambda: self._on_stream_disconnect(stream))
         context = self.router.context_by_id(target_id)
         self._propagate_up(mitogen.core.ADD_ROUTE, target_id, context.name)
 
@@ -1251,25 +1318,29 @@ class RouteMonitor:
             self._propagate_down(mitogen.core.DEL_ROUTE, target_id)
 
     def _parse(self, msg):
-        target_id, _, name = msg.data.decode('utf-8').partition(':')
+        target_id, _, name = msg.data.decode("utf-8").partition(":")
         return int(target_id), name or None
 
     def _on_add_route(self, msg):
         if msg.is_dead:
             return
         stream = msg.stream
-        if stream not in self._routes_by_stream or \
-                msg.src_id != stream.protocol.remote_id:
-            LOG.error('%r: refused ADD_ROUTE %r: not from a direct child',
-                      self, msg)
+        if stream not in self._routes_by_stream or msg.src_id != stream.protocol.remote_id:
+            LOG.error("%r: refused ADD_ROUTE %r: not from a direct child", self, msg)
             return
         target_id, name = self._parse(msg)
         current = self.router._stream_by_id.get(target_id)
-        if target_id == mitogen.context_id or \
-                target_id in mitogen.parent_ids or \
-                (current is not None and current is not stream):
-            LOG.error('%r: refused ADD_ROUTE for %d from %r: that context '
-                      'is not behind it', self, target_id, stream)
+        if (
+            target_id == mitogen.context_id
+            or target_id in mitogen.parent_ids
+            or (current is not None and current is not stream)
+        ):
+            LOG.error(
+                "%r: refused ADD_ROUTE for %d from %r: that context is not behind it",
+                self,
+                target_id,
+                stream,
+            )
             return
         self.router.add_route(target_id, stream)
         self._routes_by_stream[stream].add(target_id)
@@ -1287,10 +1358,8 @@ class RouteMonitor:
                 self._propagate_down(mitogen.core.DEL_ROUTE, target_id)
             return
         routes = self._routes_by_stream.get(stream)
-        if routes is None or target_id not in routes or \
-                target_id == stream.protocol.remote_id:
-            LOG.error('%r: refused DEL_ROUTE for %d from %r', self,
-                      target_id, stream)
+        if routes is None or target_id not in routes or target_id == stream.protocol.remote_id:
+            LOG.error("%r: refused DEL_ROUTE for %d from %r", self, target_id, stream)
             return
         routes.discard(target_id)
         self.router.del_route(target_id)
@@ -1314,8 +1383,7 @@ class ChildIdAllocator:
             for context_id in self._it:
                 return context_id
             master = self.router.context_by_id(0)
-            start, end = master.send_await(
-                Message(handle=mitogen.core.ALLOCATE_ID))
+            start, end = master.send_await(Message(handle=mitogen.core.ALLOCATE_ID))
             self._it = iter(range(start + 1, end))
             return start
 
@@ -1331,22 +1399,22 @@ class ModuleForwarder:
         router.add_handler(self._on_get_module, mitogen.core.GET_MODULE)
 
     def __repr__(self):
-        return 'ModuleForwarder()'
+        return "ModuleForwarder()"
 
     def _on_get_module(self, msg):
         if msg.is_dead:
             return
-        fullname = msg.data.decode('utf-8')
-        self.importer._request_module(
-            fullname, lambda: self._on_cache(msg.src_id, fullname))
+        fullname = msg.data.decode("utf-8")
+        self.importer._request_module(fullname, lambda: self._on_cache(msg.src_id, fullname))
 
     def _send(self, dst_id, tup):
         sent = self._sent.setdefault(dst_id, set())
         if tup[0] in sent:
             return
         sent.add(tup[0])
-        self.router._async_route(Message.pickled(
-            tup, dst_id=dst_id, handle=mitogen.core.LOAD_MODULE))
+        self.router._async_route(
+            Message.pickled(tup, dst_id=dst_id, handle=mitogen.core.LOAD_MODULE)
+        )
 
     def _on_cache(self, dst_id, fullname):
         tup = self.importer._cache.get(fullname)
@@ -1389,8 +1457,8 @@ class Router(mitogen.core.Router):
         self.route_monitor.notice_stream(stream)
 
     def _connect(self, klass, name=None, **kwargs):
-        kwargs.setdefault('max_message_size', self.max_message_size)
-        kwargs['old_router'] = self
+        kwargs.setdefault("max_message_size", self.max_message_size)
+        kwargs["old_router"] = self
         conn = klass(klass.options_class(name=name, **kwargs), self)
         context = self.context_class(self, self.allocate_id())
         return conn.connect(context)
@@ -1399,23 +1467,22 @@ class Router(mitogen.core.Router):
         """Start a context using connection method `method_name` (a module
         in the mitogen package), optionally through `via=` another
         context."""
-        via = kwargs.pop('via', None)
+        via = kwargs.pop("via", None)
         if via is not None:
             return self.proxy_connect(via, method_name, name=name, **kwargs)
-        return self._connect(get_connection_class(method_name), name=name,
-                             **kwargs)
+        return self._connect(get_connection_class(method_name), name=name, **kwargs)
 
     def proxy_connect(self, via_context, method_name, name=None, **kwargs):
         """Ask `via_context` to start the new context as its own child."""
         kwargs = _prepare_proxy_kwargs(method_name, kwargs)
-        resp = via_context.call(_proxy_connect, name=name,
-                                method_name=method_name,
-                                kwargs=mitogen.core.Kwargs(kwargs))
-        if resp['msg'] is not None:
-            raise _rebuild_error(resp['type'], resp['msg'])
-        context = self.context_by_id(resp['id'], name=resp['name'])
+        resp = via_context.call(
+            _proxy_connect, name=name, method_name=method_name, kwargs=mitogen.core.Kwargs(kwargs)
+        )
+        if resp["msg"] is not None:
+            raise _rebuild_error(resp["type"], resp["msg"])
+        context = self.context_by_id(resp["id"], name=resp["name"])
         context.via = via_context
-        self.broker.defer(self._add_route_via, resp['id'], via_context)
+        self.broker.defer(self._add_route_via, resp["id"], via_context)
         return context
 
     def _add_route_via(self, target_id, via_context):
@@ -1426,44 +1493,44 @@ class Router(mitogen.core.Router):
 
     def local(self, **kwargs):
         """Start a context in a new local interpreter."""
-        return self.connect('local', **kwargs)
+        return self.connect("local", **kwargs)
 
     def fork(self, **kwargs):
         """Start a context in a fork of this process."""
-        return self.connect('fork', **kwargs)
+        return self.connect("fork", **kwargs)
 
     def ssh(self, hostname, **kwargs):
         """Start a context over SSH on `hostname`; see mitogen.ssh.Options
         for the keyword arguments."""
-        return self.connect('ssh', hostname=hostname, **kwargs)
+        return self.connect("ssh", hostname=hostname, **kwargs)
 
     def sudo(self, **kwargs):
         """Start a context as another user through sudo; see
         mitogen.sudo.Options."""
-        return self.connect('sudo', **kwargs)
+        return self.connect("sudo", **kwargs)
 
     def su(self, **kwargs):
         """Start a context as another user through su; see
         mitogen.su.Options."""
-        return self.connect('su', **kwargs)
+        return self.connect("su", **kwargs)
 
     def doas(self, **kwargs):
         """Start a context as another user through doas; see
         mitogen.doas.Options."""
-        return self.connect('doas', **kwargs)
+        return self.connect("doas", **kwargs)
 
 
 def _prepare_proxy_kwargs(method_name, kwargs):
     """Load the method's module here, so errors it raises remotely can be
     rebuilt with their own class, and send any password as a Secret."""
     get_connection_class(method_name)
-    if kwargs.get('password') is not None:
-        kwargs = dict(kwargs, password=mitogen.core.Secret(kwargs['password']))
+    if kwargs.get("password") is not None:
+        kwargs = dict(kwargs, password=mitogen.core.Secret(kwargs["password"]))
     return kwargs
 
 
 def _rebuild_error(type_name, msg):
-    modname, _, clsname = type_name.rpartition('.')
+    modname, _, clsname = type_name.rpartition(".")
     module = sys.modules.get(modname)
     klass = getattr(module, clsname, None)
     if isinstance(klass, type) and issubclass(klass, mitogen.core.Error):
@@ -1484,10 +1551,7 @@ def _proxy_connect(name, method_name, kwargs, econtext):
     master."""
     upgrade_router(econtext)
     try:
-        context = econtext.router._connect(
-            get_connection_class(method_name), name=name, **kwargs)
+        context = econtext.router._connect(get_connection_class(method_name), name=name, **kwargs)
     except mitogen.core.StreamError as e:
-        return {'id': None, 'name': None, 'msg': str(e),
-                'type': mitogen.core.qualname(type(e))}
-    return {'id': context.context_id, 'name': context.name, 'msg': None,
-            'type': None}
+        return {"id": None, "name": None, "msg": str(e), "type": mitogen.core.qualname(type(e))}
+    return {"id": context.context_id, "name": context.name, "msg": None, "type": None}

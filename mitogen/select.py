@@ -34,7 +34,7 @@ class Select:
         return [msg.unpickle() for _, msg in cls(receivers)]
 
     def __repr__(self):
-        return 'Select(%d receivers)' % (len(self._receivers),)
+        return "Select(%d receivers)" % (len(self._receivers),)
 
     def __bool__(self):
         """True if any receivers are registered."""
@@ -58,15 +58,15 @@ class Select:
 
     def _contains(self, recv):
         return recv is self or any(
-            r is recv or (isinstance(r, Select) and r._contains(recv))
-            for r in self._receivers)
+            r is recv or (isinstance(r, Select) and r._contains(recv)) for r in self._receivers
+        )
 
     def add(self, recv):
         """Add a Receiver, Channel, Latch or Select."""
         if isinstance(recv, Select) and recv._contains(self):
-            raise Error('adding this Select would create a loop')
+            raise Error("adding this Select would create a loop")
         if recv.notify is not None:
-            raise Error('%r already belongs to a Select' % (recv,))
+            raise Error("%r already belongs to a Select" % (recv,))
         self._receivers.append(recv)
         recv.notify = self._put
         for _ in range(recv.size()):
@@ -76,7 +76,7 @@ class Select:
         """Remove `recv`. A notification it already posted may still be
         returned by a later get()."""
         if recv not in self._receivers or recv.notify != self._put:
-            raise Error('%r is not in this Select' % (recv,))
+            raise Error("%r is not in this Select" % (recv,))
         self._receivers.remove(recv)
         recv.notify = None
 
@@ -102,7 +102,7 @@ class Select:
         :raises Error: the Select is empty.
         """
         if not self._receivers:
-            raise Error('cannot get() from an empty Select')
+            raise Error("cannot get() from an empty Select")
         deadline = None if timeout is None else mitogen.core.now() + timeout
         while True:
             remaining = None

@@ -21,7 +21,7 @@ import mitogen.core
 import mitogen.select
 from mitogen.core import CallError, Message
 
-LOG = logging.getLogger('mitogen.service')
+LOG = logging.getLogger("mitogen.service")
 
 _pool = None
 _pool_lock = threading.Lock()
@@ -38,6 +38,7 @@ def get_or_create_pool(size=None, router=None):
 
 # ---------------------------------------------------------------------------
 # Policies and decorators.
+
 
 class Policy:
     """Decides whether a message may call an exposed method."""
@@ -62,31 +63,37 @@ class AllowParents(Policy):
 
 def expose(policy):
     """Make a Service method callable remotely under `policy`."""
+
     def wrapper(func):
-        func.mitogen_service_policies = (
-            getattr(func, 'mitogen_service_policies', ()) + (policy,))
+        func.mitogen_service_policies = getattr(func, "mitogen_service_policies", ()) + (policy,)
         return func
+
     return wrapper
 
 
 def arg_spec(spec):
     """Require keyword arguments named and typed as `spec` ({name: type})."""
+
     def wrapper(func):
         func.mitogen_service_arg_spec = spec
         return func
+
     return wrapper
 
 
 def no_reply():
     """Mark a method whose result is not sent back (errors are logged)."""
+
     def wrapper(func):
         func.mitogen_service_no_reply = True
         return func
+
     return wrapper
 
 
 # ---------------------------------------------------------------------------
 # Invokers.
+
 
 class Invoker:
     """Validate and run calls of one Service instance concurrently."""
@@ -95,35 +102,49 @@ class Invoker:
         self.service = service
 
     def __repr__(self):
-        return '%s(%s)' % (type(self).__name__, self.service.name())
+        return "%s(%s)" % (type(self).__name__, self.service.name())
 
     def _method(self, method_name, msg):
         method = getattr(self.service, method_name, None)
-        policies = getattr(method, 'mitogen_service_policies', None)
-        if method_name.startswith('_') or not policies:
-            raise CallError('method %r of service %r is not exposed' % (
-                method_name, self.service.name()))
+        policies = getattr(method, "mitogen_service_policies", None)
+        if method_name.startswith("_") or not policies:
+            raise CallError(
+                "method %r of service %r is not exposed" % (method_name, self.service.name())
+            )
         if not any(p.is_authorized(self.service, msg) for p in policies):
-            LOG.error('%r: context %d may not call %s.%s', self, msg.src_id,
-                      self.service.name(), method_name)
-            raise CallError('context %d may not call %s.%s' % (
-                msg.src_id, self.service.name(), method_name))
+            LOG.error(
+                "%r: context %d may not call %s.%s",
+                self,
+                msg.src_id,
+                self.service.name(),
+                method_name,
+            )
+            raise CallError(
+                "context %d may not call %s.%s" % (msg.src_id, self.service.name(), method_name)
+            )
         return method
 
     def _check_args(self, method, kwargs):
-        spec = getattr(method, 'mitogen_service_arg_spec', None)
+        spec = getattr(method, "mitogen_service_arg_spec", None)
         if spec is None:
             return
         missing = sorted(set(spec) - set(kwargs))
         extra = sorted(set(kwargs) - set(spec))
         if missing or extra:
-            raise CallError('%s: missing arguments %s, unexpected %s' % (
-                method.__name__, missing, extra))
+            raise CallError(
+                "%s: missing arguments %s, unexpected %s" % (method.__name__, missing, extra)
+            )
         for name, kind in spec.items():
             if not isinstance(kwargs[name], kind):
-                raise CallError('%s: argument %r must be %s, not %s' % (
-                    method.__name__, name, getattr(kind, '__name__', kind),
-                    type(kwargs[name]).__name__))
+                raise CallError(
+                    "%s: argument %r must be %s, not %s"
+                    % (
+                        method.__name__,
+                        name,
+                        getattr(kind, "__name__", kind),
+                        type(kwargs[name]).__name__,
+                    )
+                )
 
     def _call(self, method, kwargs, msg):
         return method(**kwargs)
@@ -137,7 +158,7 @@ class Invoker:
         except CallError as e:
             return None, e
         except Exception as e:
-            LOG.exception('%r: %s failed', self, method_name)
+            LOG.exception("%r: %s failed", self, method_name)
             return None, CallError(e)
 
 
@@ -197,8 +218,7 @@ class DeduplicatingInvoker(Invoker):
         self._dedup = Deduplicator()
 
     def _call(self, method, kwargs, msg):
-        key = (method.__name__, tuple(sorted(
-            (k, repr(v)) for k, v in kwargs.items())))
+        key = (method.__name__, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
         return self._dedup.run(key, lambda: method(**kwargs))
 
 
@@ -210,13 +230,13 @@ class Service:
 
     @classmethod
     def name(cls):
-        return '%s.%s' % (cls.__module__, cls.__name__)
+        return "%s.%s" % (cls.__module__, cls.__name__)
 
     def __init__(self, router):
         self.router = router
 
     def __repr__(self):
-        return '%s()' % (type(self).__name__,)
+        return "%s()" % (type(self).__name__,)
 
     def on_shutdown(self):
         """Called when the Pool stops."""
@@ -224,6 +244,7 @@ class Service:
 
 # ---------------------------------------------------------------------------
 # The Pool.
+
 
 class Pool:
     """Threads that run service calls arriving on CALL_SERVICE.
@@ -240,18 +261,18 @@ class Pool:
         for service in services:
             self.add(service)
         self._receiver = mitogen.core.Receiver(
-            router, mitogen.core.CALL_SERVICE, overwrite=overwrite)
-        mitogen.core.listen(router.broker, 'shutdown', self.stop)
+            router, mitogen.core.CALL_SERVICE, overwrite=overwrite
+        )
+        mitogen.core.listen(router.broker, "shutdown", self.stop)
         self._threads = []
         for index in range(size):
-            thread = threading.Thread(target=self._worker_main,
-                                      name='mitogen.Pool.%d' % index)
+            thread = threading.Thread(target=self._worker_main, name="mitogen.Pool.%d" % index)
             thread.daemon = True
             thread.start()
             self._threads.append(thread)
 
     def __repr__(self):
-        return 'Pool(size=%d)' % (len(self._threads),)
+        return "Pool(size=%d)" % (len(self._threads),)
 
     @property
     def size(self):
@@ -262,7 +283,7 @@ class Pool:
         name = service.name()
         with self._lock:
             if name in self._invokers:
-                raise mitogen.core.Error('service %s is already running', name)
+                raise mitogen.core.Error("service %s is already running", name)
             self._invokers[name] = service.invoker_class(service)
 
     def get_service(self, klass):
@@ -291,8 +312,7 @@ class Pool:
             try:
                 invoker.service.on_shutdown()
             except Exception:
-                LOG.exception('%r: %r.on_shutdown() failed', self,
-                              invoker.service)
+                LOG.exception("%r: %r.on_shutdown() failed", self, invoker.service)
         if join:
             for thread in self._threads:
                 if thread is not threading.current_thread():
@@ -301,21 +321,22 @@ class Pool:
     def _activate(self, name, msg):
         """Import and start service `name` for an ancestor's first call."""
         if not mitogen.core.has_parent_authority(msg):
-            raise CallError('service %r is not running and context %d may '
-                            'not start it' % (name, msg.src_id))
-        modname, _, clsname = name.rpartition('.')
+            raise CallError(
+                "service %r is not running and context %d may not start it" % (name, msg.src_id)
+            )
+        modname, _, clsname = name.rpartition(".")
         try:
             klass = getattr(importlib.import_module(modname), clsname)
         except (ImportError, AttributeError):
-            raise CallError('service %r not found' % (name,))
+            raise CallError("service %r not found" % (name,))
         if not (isinstance(klass, type) and issubclass(klass, Service)):
-            raise CallError('%r is not a Service' % (name,))
+            raise CallError("%r is not a Service" % (name,))
         service = klass(router=self.router)
         try:
             self.add(service)
         except mitogen.core.Error:
             pass
-        LOG.debug('%r: activated %r', self, service)
+        LOG.debug("%r: activated %r", self, service)
         return self._invokers[name]
 
     def get_invoker(self, name, msg):
@@ -325,10 +346,14 @@ class Pool:
 
     def _parse(self, msg):
         value = msg.unpickle(throw=False)
-        if not (isinstance(value, tuple) and len(value) == 3 and
-                isinstance(value[0], str) and isinstance(value[1], str) and
-                isinstance(value[2], dict)):
-            raise CallError('malformed service call')
+        if not (
+            isinstance(value, tuple)
+            and len(value) == 3
+            and isinstance(value[0], str)
+            and isinstance(value[1], str)
+            and isinstance(value[2], dict)
+        ):
+            raise CallError("malformed service call")
         return value
 
     def _handle(self, msg):
@@ -348,15 +373,16 @@ class Pool:
             except (mitogen.core.ChannelError, mitogen.core.LatchError):
                 return
             method, result = self._handle(msg)
-            if getattr(method, 'mitogen_service_no_reply', False):
+            if getattr(method, "mitogen_service_no_reply", False):
                 if isinstance(result, CallError):
-                    LOG.error('%r: %s', self, result)
+                    LOG.error("%r: %s", self, result)
             elif msg.reply_to:
                 msg.reply(result)
 
 
 # ---------------------------------------------------------------------------
 # File services.
+
 
 class FileService(Service):
     """Serve files the owner registered (by exact path or directory prefix)
@@ -380,21 +406,20 @@ class FileService(Service):
         self._prefixes = set()
 
     @expose(AllowParents())
-    @arg_spec({'path': str})
+    @arg_spec({"path": str})
     def register(self, path):
         """Allow `path` (a file) to be fetched."""
         self._paths.add(os.path.realpath(path))
 
     @expose(AllowParents())
-    @arg_spec({'path': str})
+    @arg_spec({"path": str})
     def register_prefix(self, path):
         """Allow every file below directory `path` to be fetched."""
-        self._prefixes.add(os.path.join(os.path.realpath(path), ''))
+        self._prefixes.add(os.path.join(os.path.realpath(path), ""))
 
     def _is_registered(self, path):
         real = os.path.realpath(path)
-        return real in self._paths or any(
-            real.startswith(prefix) for prefix in self._prefixes)
+        return real in self._paths or any(real.startswith(prefix) for prefix in self._prefixes)
 
     @staticmethod
     def _metadata(path, st):
@@ -403,32 +428,32 @@ class FileService(Service):
                 return lookup(ident)[0]
             except KeyError:
                 return ident
+
         return {
-            'size': st.st_size, 'mode': st.st_mode,
-            'owner': name(pwd.getpwuid, st.st_uid),
-            'group': name(grp.getgrgid, st.st_gid),
-            'mtime': st.st_mtime, 'atime': st.st_atime,
+            "size": st.st_size,
+            "mode": st.st_mode,
+            "owner": name(pwd.getpwuid, st.st_uid),
+            "group": name(grp.getgrgid, st.st_gid),
+            "mtime": st.st_mtime,
+            "atime": st.st_atime,
         }
 
     @expose(AllowAny())
-    @arg_spec({'path': str, 'sender': mitogen.core.Sender})
+    @arg_spec({"path": str, "sender": mitogen.core.Sender})
     def fetch(self, path, sender):
         """Start streaming `path` to `sender`; return its metadata. Refused
         unless the path was registered."""
         if not self._is_registered(path):
-            LOG.error('%r: refused fetch of unregistered path %r by %r',
-                      self, path, sender.context)
-            raise CallError('path %r is not registered with FileService' % (
-                path,))
-        fp = open(path, 'rb')
+            LOG.error("%r: refused fetch of unregistered path %r by %r", self, path, sender.context)
+            raise CallError("path %r is not registered with FileService" % (path,))
+        fp = open(path, "rb")
         st = os.fstat(fp.fileno())
         if not stat.S_ISREG(st.st_mode):
             fp.close()
-            raise CallError('%r is not a regular file' % (path,))
+            raise CallError("%r is not a regular file" % (path,))
         transfer = _Transfer(self, fp, sender)
         metadata = self._metadata(path, st)
-        metadata['ack'] = mitogen.core.Sender(self.router.myself(),
-                                              transfer.ack_handle)
+        metadata["ack"] = mitogen.core.Sender(self.router.myself(), transfer.ack_handle)
         transfer.start()
         return metadata
 
@@ -441,9 +466,10 @@ class FileService(Service):
         recv = mitogen.core.Receiver(context.router, respondent=context)
         try:
             call = context.call_service_async(
-                cls.name(), 'fetch', path=path, sender=recv.to_sender())
+                cls.name(), "fetch", path=path, sender=recv.to_sender()
+            )
             metadata = call.get(timeout=timeout).unpickle()
-            ack = metadata.pop('ack')
+            ack = metadata.pop("ack")
             received = acked = 0
             for msg in recv:
                 data = msg.unpickle()
@@ -452,7 +478,7 @@ class FileService(Service):
                 if received - acked >= cls.ack_window // 4:
                     ack.send(received)
                     acked = received
-            return received == metadata['size'], metadata
+            return received == metadata["size"], metadata
         finally:
             recv.close()
 
@@ -472,8 +498,10 @@ class _Transfer:
         self.sent = self.acked = 0
         self.stream = None
         self.ack_handle = self.router.add_handler(
-            self._on_ack, respondent=sender.context,
-            policy=lambda msg, _: msg.src_id == sender.context.context_id)
+            self._on_ack,
+            respondent=sender.context,
+            policy=lambda msg, _: msg.src_id == sender.context.context_id,
+        )
 
     def start(self):
         self.router.broker.defer(self._begin)
@@ -482,8 +510,8 @@ class _Transfer:
         self.stream = self.router.stream_by_id(self.sender.context.context_id)
         if self.stream is None:
             return self._finish(False)
-        mitogen.core.listen(self.stream, 'drain', self._pump)
-        mitogen.core.listen(self.stream, 'disconnect', self._abort)
+        mitogen.core.listen(self.stream, "drain", self._pump)
+        mitogen.core.listen(self.stream, "disconnect", self._abort)
         self._pump()
 
     def _on_ack(self, msg):
@@ -504,34 +532,41 @@ class _Transfer:
         except KeyError:
             pass
         if self.stream is not None:
-            mitogen.core.unlisten(self.stream, 'drain', self._pump)
-            mitogen.core.unlisten(self.stream, 'disconnect', self._abort)
-        reason = (mitogen.core.ChannelError.remote_msg if ok else
-                  'FileService: transfer of %s aborted' % (self.fp.name,))
-        self.router._async_route(Message.dead(
-            reason, dst_id=self.sender.context.context_id,
-            handle=self.sender.dst_handle))
+            mitogen.core.unlisten(self.stream, "drain", self._pump)
+            mitogen.core.unlisten(self.stream, "disconnect", self._abort)
+        reason = (
+            mitogen.core.ChannelError.remote_msg
+            if ok
+            else "FileService: transfer of %s aborted" % (self.fp.name,)
+        )
+        self.router._async_route(
+            Message.dead(
+                reason, dst_id=self.sender.context.context_id, handle=self.sender.dst_handle
+            )
+        )
 
     def _pump(self):
         if self.fp.closed or self.stream is None:
             return
         protocol = self.stream.protocol
-        while protocol.pending_bytes() < self.window and \
-                self.sent - self.acked < self.ack_window:
+        while protocol.pending_bytes() < self.window and self.sent - self.acked < self.ack_window:
             if protocol.disconnected:
                 return self._finish(False)
             try:
                 data = self.fp.read(self.chunk_size)
             except OSError as e:
-                LOG.error('%r: reading %s failed: %s', self, self.fp.name, e)
+                LOG.error("%r: reading %s failed: %s", self, self.fp.name, e)
                 return self._finish(False)
             if not data:
                 return self._finish(True)
             self.sent += len(data)
-            self.router._async_route(Message.pickled(
-                mitogen.core.Blob(data),
-                dst_id=self.sender.context.context_id,
-                handle=self.sender.dst_handle))
+            self.router._async_route(
+                Message.pickled(
+                    mitogen.core.Blob(data),
+                    dst_id=self.sender.context.context_id,
+                    handle=self.sender.dst_handle,
+                )
+            )
 
 
 class PushFileService(Service):
@@ -578,22 +613,26 @@ class PushFileService(Service):
             already = key in self._sent
             self._sent.add(key)
         if not already:
-            first.call_service(self.name(), 'store_and_forward', path=path,
-                               data=mitogen.core.Blob(self._cache[path]),
-                               hops=rest)
+            first.call_service(
+                self.name(),
+                "store_and_forward",
+                path=path,
+                data=mitogen.core.Blob(self._cache[path]),
+                hops=rest,
+            )
         elif rest:
-            first.call_service(self.name(), 'forward', path=path, hops=rest)
+            first.call_service(self.name(), "forward", path=path, hops=rest)
 
     @expose(AllowParents())
-    @arg_spec({'path': str, 'hops': list})
+    @arg_spec({"path": str, "hops": list})
     def forward(self, path, hops):
         """Pass the cached `path` on along `hops`."""
         if path not in self._cache:
-            raise CallError('%r was never pushed here' % (path,))
+            raise CallError("%r was never pushed here" % (path,))
         self._forward(path, hops)
 
     @expose(AllowParents())
-    @arg_spec({'path': str, 'data': bytes, 'hops': list})
+    @arg_spec({"path": str, "data": bytes, "hops": list})
     def store_and_forward(self, path, data, hops):
         """Cache `data` as `path` here and pass it down `hops`."""
         self._store(path, mitogen.core.Blob(data))
@@ -606,9 +645,9 @@ class PushFileService(Service):
         hops = []
         while context is not None:
             hops.insert(0, context)
-            context = getattr(context, 'via', None)
+            context = getattr(context, "via", None)
         for path in paths:
             if path not in self._cache:
-                with open(path, 'rb') as fp:
+                with open(path, "rb") as fp:
                     self._store(path, mitogen.core.Blob(fp.read()))
             self._forward(path, hops)

@@ -28,7 +28,7 @@ class Options(mitogen.parent.BecomeOptions):
     PromptingOptions and Options.
     """
 
-    def __init__(self, max_message_size, su_path='su', su_args=None, **kwargs):
+    def __init__(self, max_message_size, su_path="su", su_args=None, **kwargs):
         super().__init__(max_message_size, **kwargs)
         self.su_path = su_path
         self.su_args = list(su_args or ())
@@ -38,12 +38,12 @@ class Connection(mitogen.parent.BecomeConnection):
     """Run `su [ARGS] USER -c '<quoted python -c stage 0>'`."""
 
     options_class = Options
-    name_prefix = 'su'
-    password_sink = 'stdin'
+    name_prefix = "su"
+    password_sink = "stdin"
     password_error = PasswordError
 
     def get_boot_command(self):
-        command = ' '.join(shlex.quote(word)
-                           for word in super().get_boot_command())
-        return ([self.options.su_path] + self.options.su_args +
-                [self.options.username, '-c', command])
+        command = " ".join(shlex.quote(word) for word in super().get_boot_command())
+        return (
+            [self.options.su_path] + self.options.su_args + [self.options.username, "-c", command]
+        )

@@ -23,20 +23,19 @@ class PasswordError(mitogen.parent.PasswordError):
 
 class _ArgumentParser(argparse.ArgumentParser):
     def error(self, message):
-        raise mitogen.core.StreamError('bad sudo_args: %s', message)
+        raise mitogen.core.StreamError("bad sudo_args: %s", message)
 
 
 def _make_parser():
-    parser = _ArgumentParser(prog='sudo', add_help=False, allow_abbrev=False)
-    parser.add_argument('-u', '--user', dest='username')
-    parser.add_argument('-E', '--preserve-env', dest='preserve_env',
-                        action='store_true', default=None)
-    parser.add_argument('-H', '--set-home', dest='set_home',
-                        action='store_true', default=None)
-    parser.add_argument('-i', '--login', dest='login', action='store_true',
-                        default=None)
-    parser.add_argument('-r', '--role', dest='selinux_role')
-    parser.add_argument('-t', '--type', dest='selinux_type')
+    parser = _ArgumentParser(prog="sudo", add_help=False, allow_abbrev=False)
+    parser.add_argument("-u", "--user", dest="username")
+    parser.add_argument(
+        "-E", "--preserve-env", dest="preserve_env", action="store_true", default=None
+    )
+    parser.add_argument("-H", "--set-home", dest="set_home", action="store_true", default=None)
+    parser.add_argument("-i", "--login", dest="login", action="store_true", default=None)
+    parser.add_argument("-r", "--role", dest="selinux_role")
+    parser.add_argument("-t", "--type", dest="selinux_type")
     return parser
 
 
@@ -73,27 +72,35 @@ class Options(mitogen.parent.BecomeOptions):
     PromptingOptions and Options.
     """
 
-    def __init__(self, max_message_size, username='root', sudo_path='sudo',
-                 preserve_env=False, set_home=False, login=False,
-                 selinux_type=None, selinux_role=None, sudo_args=None,
-                 **kwargs):
+    def __init__(
+        self,
+        max_message_size,
+        username="root",
+        sudo_path="sudo",
+        preserve_env=False,
+        set_home=False,
+        login=False,
+        selinux_type=None,
+        selinux_role=None,
+        sudo_args=None,
+        **kwargs,
+    ):
         values, extra_args = parse_sudo_args(sudo_args or ())
-        super().__init__(max_message_size,
-                         username=values.get('username', username), **kwargs)
+        super().__init__(max_message_size, username=values.get("username", username), **kwargs)
         self.extra_args = extra_args
         self.sudo_path = sudo_path
-        self.preserve_env = values.get('preserve_env', preserve_env)
-        self.set_home = values.get('set_home', set_home)
-        self.login = values.get('login', login)
-        self.selinux_type = values.get('selinux_type', selinux_type)
-        self.selinux_role = values.get('selinux_role', selinux_role)
+        self.preserve_env = values.get("preserve_env", preserve_env)
+        self.set_home = values.get("set_home", set_home)
+        self.login = values.get("login", login)
+        self.selinux_type = values.get("selinux_type", selinux_type)
+        self.selinux_role = values.get("selinux_role", selinux_role)
 
 
 class Connection(mitogen.parent.BecomeConnection):
     """Run `sudo -u USER [flags] -- python -c <stage 0>`."""
 
     options_class = Options
-    name_prefix = 'sudo'
+    name_prefix = "sudo"
     password_error = PasswordError
     tty_echo = True
 
@@ -105,21 +112,20 @@ class Connection(mitogen.parent.BecomeConnection):
 
     def sudo_flags(self):
         opts = self.options
-        flags = ['-u', opts.username]
+        flags = ["-u", opts.username]
         if opts.preserve_env:
-            flags.append('-E')
+            flags.append("-E")
         if opts.set_home:
-            flags.append('-H')
+            flags.append("-H")
         if opts.login:
-            flags.append('-i')
+            flags.append("-i")
         if opts.selinux_type:
-            flags += ['-t', opts.selinux_type]
+            flags += ["-t", opts.selinux_type]
         if opts.selinux_role:
-            flags += ['-r', opts.selinux_role]
+            flags += ["-r", opts.selinux_role]
         if opts.password is None:
-            flags.append('-n')
+            flags.append("-n")
         return flags + opts.extra_args
 
     def get_boot_command(self):
-        return ([self.options.sudo_path] + self.sudo_flags() + ['--'] +
-                super().get_boot_command())
+        return [self.options.sudo_path] + self.sudo_flags() + ["--"] + super().get_boot_command()

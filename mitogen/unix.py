@@ -53,18 +53,18 @@ HANDSHAKE_TIMEOUT = 10.0
 #: Default seconds connect() waits for the listener.
 CONNECT_TIMEOUT = 30.0
 
-MAGIC = b'MUX1'
+MAGIC = b"MUX1"
 
 #: Client to listener: magic, client pid.
-HELLO = struct.Struct('>4sL')
+HELLO = struct.Struct(">4sL")
 
 #: Listener to client: magic, new context ID, listener's context ID,
 #: maximum message size, number of further parent IDs (each '>L').
-REPLY = struct.Struct('>4sLLLL')
-PARENT_ID = struct.Struct('>L')
+REPLY = struct.Struct(">4sLLLL")
+PARENT_ID = struct.Struct(">L")
 
 #: struct ucred: pid, uid, gid.
-UCRED = struct.Struct('3i')
+UCRED = struct.Struct("3i")
 
 
 class ConnectError(mitogen.core.StreamError):
@@ -110,34 +110,36 @@ class Listener(mitogen.core.Protocol):
     stream_class = _ListenerStream
 
     @classmethod
-    def build_stream(cls, router, path=None, backlog=100, allowed_uids=(),
-                     grant_authority=False):
+    def build_stream(cls, router, path=None, backlog=100, allowed_uids=(), grant_authority=False):
         """Create and bind the socket; return the Stream, not yet watched
         by the Broker (listen() does both)."""
         stream = super(Listener, cls).build_stream(
-            router, path, backlog, allowed_uids, grant_authority)
-        stream.name = 'unix_listener'
+            router, path, backlog, allowed_uids, grant_authority
+        )
+        stream.name = "unix_listener"
         stream.accept(os.dup(stream.protocol._sock.fileno()), None)
         stream.receive_side.keep_alive = False
         return stream
 
-    def __init__(self, router, path=None, backlog=100, allowed_uids=(),
-                 grant_authority=False):
-        if not hasattr(socket, 'SO_PEERCRED'):
-            raise mitogen.core.Error('mitogen.unix needs SO_PEERCRED to '
-                                     'check peers, which this platform lacks')
+    def __init__(self, router, path=None, backlog=100, allowed_uids=(), grant_authority=False):
+        if not hasattr(socket, "SO_PEERCRED"):
+            raise mitogen.core.Error(
+                "mitogen.unix needs SO_PEERCRED to check peers, which this platform lacks"
+            )
         if not mitogen.is_master:
-            raise mitogen.core.Error('mitogen.unix.listen() works only in the '
-                                     'master (context IDs are allocated '
-                                     'there without blocking)')
+            raise mitogen.core.Error(
+                "mitogen.unix.listen() works only in the "
+                "master (context IDs are allocated "
+                "there without blocking)"
+            )
         self._router = router
         self._uids = {os.geteuid()} | set(allowed_uids)
         self._grant_authority = grant_authority
         self._dir = None
         self._identity = None
         if path is None:
-            self._dir = tempfile.mkdtemp(prefix='mitogen_unix_')
-            path = os.path.join(self._dir, 'sock')
+            self._dir = tempfile.mkdtemp(prefix="mitogen_unix_")
+            path = os.path.join(self._dir, "sock")
         self.path = path
         try:
             self._sock = self._bind(path, backlog)
@@ -146,19 +148,17 @@ class Listener(mitogen.core.Protocol):
             raise
 
     def __repr__(self):
-        return 'unix.Listener(%r)' % (self.path,)
+        return "unix.Listener(%r)" % (self.path,)
 
     def _is_abstract(self):
-        return self.path.startswith('\0')
+        return self.path.startswith("\0")
 
     def _bind(self, path, backlog):
         if not self._is_abstract() and os.path.lexists(path):
             if not stat.S_ISSOCK(os.lstat(path).st_mode):
-                raise mitogen.core.Error('cannot listen on %r: it exists and '
-                                         'is not a socket', path)
+                raise mitogen.core.Error("cannot listen on %r: it exists and is not a socket", path)
             if not is_path_dead(path):
-                raise mitogen.core.Error('cannot listen on %r: another '
-                                         'listener is using it', path)
+                raise mitogen.core.Error("cannot listen on %r: another listener is using it", path)
             os.unlink(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -167,7 +167,7 @@ class Listener(mitogen.core.Protocol):
             sock.setblocking(False)
         except OSError as e:
             sock.close()
-            raise mitogen.core.Error('cannot listen on %r: %s', path, e)
+            raise mitogen.core.Error("cannot listen on %r: %s", path, e)
         if not self._is_abstract():
             st = os.lstat(path)
             self._identity = st.st_dev, st.st_ino
@@ -178,8 +178,9 @@ class Listener(mitogen.core.Protocol):
         made for it); connected clients stay connected. Any thread."""
         broker = self._router.broker
         try:
-            broker.defer_sync(lambda: self.stream.on_disconnect(broker),
-                              timeout=broker.shutdown_timeout + 5)
+            broker.defer_sync(
+                lambda: self.stream.on_disconnect(broker), timeout=broker.shutdown_timeout + 5
+            )
         except mitogen.core.Error:
             # The Broker has exited, and disconnected every stream on exit.
             pass
@@ -189,7 +190,7 @@ class Listener(mitogen.core.Protocol):
         self._sock.close()
         self._remove_socket()
         self._remove_dir()
-        LOG.debug('%r: stopped', self)
+        LOG.debug("%r: stopped", self)
 
     def _remove_socket(self):
         if self._identity is None:
@@ -199,7 +200,7 @@ class Listener(mitogen.core.Protocol):
             if (st.st_dev, st.st_ino) == self._identity:
                 os.unlink(self.path)
         except OSError as e:
-            LOG.warning('%r: could not remove the socket: %s', self, e)
+            LOG.warning("%r: could not remove the socket: %s", self, e)
         self._identity = None
 
     def _remove_dir(self):
@@ -207,7 +208,7 @@ class Listener(mitogen.core.Protocol):
             try:
                 os.rmdir(self._dir)
             except OSError as e:
-                LOG.warning('%r: could not remove %s: %s', self, self._dir, e)
+                LOG.warning("%r: could not remove %s: %s", self, self._dir, e)
             self._dir = None
 
     def on_accept_client(self, broker):
@@ -216,23 +217,26 @@ class Listener(mitogen.core.Protocol):
         except (BlockingIOError, InterruptedError):
             return
         except OSError as e:
-            LOG.error('%r: accept() failed: %s', self, e)
+            LOG.error("%r: accept() failed: %s", self, e)
             return
         try:
             pid, uid, gid = get_peer_creds(sock)
         except OSError as e:
-            LOG.error('%r: refused a client whose credentials could not be '
-                      'read: %s', self, e)
+            LOG.error("%r: refused a client whose credentials could not be read: %s", self, e)
             sock.close()
             return
         if uid not in self._uids:
-            LOG.error('%r: refused connection from pid %d: uid %d is not '
-                      'allowed (allowed: %s)', self, pid, uid,
-                      ', '.join(str(u) for u in sorted(self._uids)))
+            LOG.error(
+                "%r: refused connection from pid %d: uid %d is not allowed (allowed: %s)",
+                self,
+                pid,
+                uid,
+                ", ".join(str(u) for u in sorted(self._uids)),
+            )
             sock.close()
             return
         stream = _Handshake.build_stream(self, broker, uid)
-        stream.name = 'unix_client.pid%d' % (pid,)
+        stream.name = "unix_client.pid%d" % (pid,)
         fd = sock.detach()
         stream.accept(fd, fd)
         broker.start_receive(stream)
@@ -243,29 +247,27 @@ class Listener(mitogen.core.Protocol):
         router = self._router
         context_id = router.allocate_id()
         parent_ids = [mitogen.context_id] + list(mitogen.parent_ids)
-        reply = REPLY.pack(MAGIC, context_id, mitogen.context_id,
-                           router.max_message_size, len(parent_ids) - 1)
-        reply += b''.join(PARENT_ID.pack(i) for i in parent_ids[1:])
+        reply = REPLY.pack(
+            MAGIC, context_id, mitogen.context_id, router.max_message_size, len(parent_ids) - 1
+        )
+        reply += b"".join(PARENT_ID.pack(i) for i in parent_ids[1:])
         if stream.transmit_side.write(reply) != len(reply):
-            LOG.error('%r: client pid %d went away during the handshake',
-                      self, pid)
+            LOG.error("%r: client pid %d went away during the handshake", self, pid)
             return stream.on_disconnect(router.broker)
         if self._grant_authority and uid == os.geteuid():
             auth_id = mitogen.context_id
         else:
             auth_id = context_id
-        name = 'unix_client.%d' % (pid,)
+        name = "unix_client.%d" % (pid,)
         stream.name = name
-        protocol = mitogen.core.MitogenProtocol(router, context_id,
-                                                auth_id=auth_id)
+        protocol = mitogen.core.MitogenProtocol(router, context_id, auth_id=auth_id)
         # A client acting with our authority may also reach our other
         # children when the router is unidirectional.
         protocol.is_privileged = auth_id == mitogen.context_id
         stream.set_protocol(protocol)
         context = router.context_by_id(context_id, name=name)
         router.register(context, stream)
-        LOG.debug('%r: pid %d (uid %d) joined as context %d', self, pid, uid,
-                  context_id)
+        LOG.debug("%r: pid %d (uid %d) joined as context %d", self, pid, uid, context_id)
 
 
 class _Handshake(mitogen.core.Protocol):
@@ -275,17 +277,17 @@ class _Handshake(mitogen.core.Protocol):
     def __init__(self, listener, broker, uid):
         self._listener = listener
         self._uid = uid
-        self._buf = b''
+        self._buf = b""
         self._timer = broker.timers.schedule(
-            mitogen.core.now() + HANDSHAKE_TIMEOUT, self._on_timeout)
+            mitogen.core.now() + HANDSHAKE_TIMEOUT, self._on_timeout
+        )
 
     @property
     def read_size(self):
         return HELLO.size - len(self._buf)
 
     def _on_timeout(self):
-        LOG.error('%r: no greeting within %.1f seconds; disconnecting',
-                  self, HANDSHAKE_TIMEOUT)
+        LOG.error("%r: no greeting within %.1f seconds; disconnecting", self, HANDSHAKE_TIMEOUT)
         self.stream.on_disconnect(self._listener._router.broker)
 
     def on_receive(self, broker, buf):
@@ -295,7 +297,7 @@ class _Handshake(mitogen.core.Protocol):
         self._timer.cancel()
         magic, pid = HELLO.unpack(self._buf)
         if magic != MAGIC:
-            LOG.error('%r: bad greeting %r; disconnecting', self, self._buf)
+            LOG.error("%r: bad greeting %r; disconnecting", self, self._buf)
             return self.stream.on_disconnect(broker)
         self._listener.on_hello(self.stream, pid, self._uid)
 
@@ -304,18 +306,16 @@ class _Handshake(mitogen.core.Protocol):
         mitogen.core.Protocol.on_disconnect(self, broker)
 
 
-def listen(router, path=None, backlog=100, allowed_uids=(),
-           grant_authority=False):
+def listen(router, path=None, backlog=100, allowed_uids=(), grant_authority=False):
     """Listen for clients on a UNIX socket; return the Listener, whose
     `path` clients pass to connect(). See Listener for the arguments."""
-    stream = Listener.build_stream(router, path, backlog, allowed_uids,
-                                   grant_authority)
+    stream = Listener.build_stream(router, path, backlog, allowed_uids, grant_authority)
     router.broker.start_receive(stream)
     return stream.protocol
 
 
 def _recv_exact(sock, n):
-    buf = b''
+    buf = b""
     while len(buf) < n:
         chunk = sock.recv(n - len(buf))
         if not chunk:
@@ -334,24 +334,28 @@ def _handshake(path, timeout):
         try:
             sock.sendall(HELLO.pack(MAGIC, os.getpid()))
             magic, context_id, parent_id, max_size, count = REPLY.unpack(
-                _recv_exact(sock, REPLY.size))
+                _recv_exact(sock, REPLY.size)
+            )
             if magic != MAGIC:
-                raise ConnectError('%r is not a mitogen.unix listener', path)
+                raise ConnectError("%r is not a mitogen.unix listener", path)
             data = _recv_exact(sock, count * PARENT_ID.size)
         except (EOFError, ConnectionError):
-            raise ConnectError('the listener at %r closed the connection '
-                               'during the handshake (a listener refuses '
-                               'peers whose uid it does not allow)', path)
+            raise ConnectError(
+                "the listener at %r closed the connection "
+                "during the handshake (a listener refuses "
+                "peers whose uid it does not allow)",
+                path,
+            )
         parent_ids = [parent_id] + [
-            PARENT_ID.unpack_from(data, i * PARENT_ID.size)[0]
-            for i in range(count)]
+            PARENT_ID.unpack_from(data, i * PARENT_ID.size)[0] for i in range(count)
+        ]
         return sock.detach(), context_id, parent_ids, max_size
     except socket.timeout:
         raise mitogen.core.TimeoutError(
-            'timed out after %.1f seconds joining the listener at %r',
-            timeout, path)
+            "timed out after %.1f seconds joining the listener at %r", timeout, path
+        )
     except OSError as e:
-        raise ConnectError('cannot connect to %r: %s', path, e)
+        raise ConnectError("cannot connect to %r: %s", path, e)
     finally:
         sock.close()
 
@@ -376,17 +380,16 @@ def connect(path, broker=None, timeout=CONNECT_TIMEOUT):
         broker = mitogen.core.Broker(mitogen.parent.PREFERRED_POLLER)
     router = mitogen.parent.Router(broker)
     router.max_message_size = max_size
-    context = router.context_by_id(parent_ids[0], name='unix_listener')
+    context = router.context_by_id(parent_ids[0], name="unix_listener")
 
     def attach():
-        stream = mitogen.core.MitogenProtocol.build_stream(router,
-                                                           parent_ids[0])
-        stream.name = 'unix_listener'
+        stream = mitogen.core.MitogenProtocol.build_stream(router, parent_ids[0])
+        stream.name = "unix_listener"
         stream.accept(fd, fd)
         router.parent_stream = stream
-        mitogen.core.listen(stream, 'disconnect', broker.shutdown)
+        mitogen.core.listen(stream, "disconnect", broker.shutdown)
         mitogen.core.Router.register(router, context, stream)
 
     broker.defer_sync(attach)
-    LOG.debug('joined the listener at %r as context %d', path, context_id)
+    LOG.debug("joined the listener at %r as context %d", path, context_id)
     return router, context

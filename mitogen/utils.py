@@ -9,26 +9,32 @@ import sys
 import mitogen.core
 import mitogen.master
 
-_PASSTHROUGH = (type(None), mitogen.core.Context, mitogen.core.CallError,
-                mitogen.core.Blob, mitogen.core.Secret, mitogen.core.Sender)
+_PASSTHROUGH = (
+    type(None),
+    mitogen.core.Context,
+    mitogen.core.CallError,
+    mitogen.core.Blob,
+    mitogen.core.Secret,
+    mitogen.core.Sender,
+)
 #: Scalar types whose subclasses are converted to the plain type.
 _SCALARS = (bool, int, float, str, bytes)
 
 
-def log_to_file(path=None, io=False, level='INFO'):
+def log_to_file(path=None, io=False, level="INFO"):
     """Send log records to `path` (or stderr) at `level`; the
     MITOGEN_LOG_LEVEL environment variable overrides `level`. With `io`,
     also log raw I/O under `mitogen.io`."""
-    level = getattr(logging, os.environ.get('MITOGEN_LOG_LEVEL', level).upper())
-    fp = open(path, 'w', 1) if path else sys.stderr
+    level = getattr(logging, os.environ.get("MITOGEN_LOG_LEVEL", level).upper())
+    fp = open(path, "w", 1) if path else sys.stderr
     handler = logging.StreamHandler(fp)
-    handler.setFormatter(logging.Formatter(
-        '%(asctime)s %(levelname).1s %(name)s: %(message)s', '%H:%M:%S'))
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname).1s %(name)s: %(message)s", "%H:%M:%S")
+    )
     root = logging.getLogger()
     root.handlers.insert(0, handler)
     root.setLevel(level)
-    logging.getLogger('mitogen.io').setLevel(
-        logging.DEBUG if io else logging.WARNING)
+    logging.getLogger("mitogen.io").setLevel(logging.DEBUG if io else logging.WARNING)
 
 
 def run_with_router(func, *args, **kwargs):
@@ -45,9 +51,11 @@ def run_with_router(func, *args, **kwargs):
 
 def with_router(func):
     """Decorate `func(router, ...)` so callers omit the router."""
+
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         return run_with_router(func, *args, **kwargs)
+
     return wrapper
 
 
@@ -64,4 +72,4 @@ def cast(obj):
     for kind in _SCALARS:
         if isinstance(obj, kind):
             return kind(obj)
-    raise TypeError('cannot serialise %r: %r' % (type(obj), obj))
+    raise TypeError("cannot serialise %r: %r" % (type(obj), obj))

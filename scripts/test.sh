@@ -9,6 +9,8 @@ cd "$here"
 
 bash scripts/setup.sh
 .venv/bin/ruff check mitogen ansible_mitogen tests benchmarks
+.venv/bin/ruff format --check mitogen ansible_mitogen tests benchmarks
+.venv/bin/mypy  # configured in pyproject.toml: ansible_mitogen, tests, benchmarks
 
 markers=(-m "not slow")
 [ "${FULL:-0}" = 1 ] && markers=()

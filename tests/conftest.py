@@ -11,7 +11,7 @@ if ROOT not in sys.path:
 
 from tests.leakcheck import Snapshot  # noqa: E402
 
-pytest_plugins = ['tests.testbed.plugin']
+pytest_plugins = ["tests.testbed.plugin"]
 
 
 @pytest.fixture(autouse=True)
@@ -22,14 +22,14 @@ def leak_check(request):
     yield
     problems = snap.wait_clean()
     if problems:
-        pytest.fail('%s leaked %s' % (request.node.nodeid, '; '.join(problems)),
-                    pytrace=False)
+        pytest.fail("%s leaked %s" % (request.node.nodeid, "; ".join(problems)), pytrace=False)
 
 
 @pytest.fixture
 def router():
     """A master Router whose Broker is shut down after the test."""
     import mitogen.master
+
     broker = mitogen.master.Broker()
     router = mitogen.master.Router(broker)
     try:
@@ -39,6 +39,6 @@ def router():
         broker.join(10)
 
 
-WIRE_ROOT = os.path.join(ROOT, 'tests', 'data', 'wire_root')
+WIRE_ROOT = os.path.join(ROOT, "tests", "data", "wire_root")
 if WIRE_ROOT not in sys.path:
     sys.path.append(WIRE_ROOT)

@@ -7,22 +7,22 @@ import time
 
 
 def open_fds() -> set[int]:
-    return {int(fd) for fd in os.listdir('/proc/self/fd')}
+    return {int(fd) for fd in os.listdir("/proc/self/fd")}
 
 
 def child_pids() -> set[int]:
     """PIDs (including zombies) whose parent is this process."""
     me = os.getpid()
     found = set()
-    for entry in os.listdir('/proc'):
+    for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            with open('/proc/%s/stat' % entry, 'rb') as fp:
+            with open("/proc/%s/stat" % entry, "rb") as fp:
                 stat = fp.read()
         except OSError:
             continue
-        fields = stat[stat.rfind(b')') + 2:].split()
+        fields = stat[stat.rfind(b")") + 2 :].split()
         if int(fields[1]) == me:
             found.add(int(entry))
     return found
@@ -45,17 +45,17 @@ class Snapshot:
             desc = []
             for fd in sorted(fds):
                 try:
-                    desc.append('%d -> %s' % (fd, os.readlink('/proc/self/fd/%d' % fd)))
+                    desc.append("%d -> %s" % (fd, os.readlink("/proc/self/fd/%d" % fd)))
                 except OSError:
                     continue
             if desc:
-                problems.append('file descriptors: ' + ', '.join(desc))
+                problems.append("file descriptors: " + ", ".join(desc))
         threads = live_threads() - self.threads
         if threads:
-            problems.append('threads: ' + ', '.join(sorted(t.name for t in threads)))
+            problems.append("threads: " + ", ".join(sorted(t.name for t in threads)))
         children = child_pids() - self.children
         if children:
-            problems.append('child processes: %s' % sorted(children))
+            problems.append("child processes: %s" % sorted(children))
         return problems
 
     def wait_clean(self, timeout: float = 5.0) -> list[str]:

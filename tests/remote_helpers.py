@@ -40,22 +40,22 @@ def sleep(seconds):
 def import_and_report(modname, attr=None):
     """Import `modname`; return its __file__ and optionally one attribute."""
     module = importlib.import_module(modname)
-    return getattr(module, '__file__', None), getattr(module, attr) if attr else None
+    return getattr(module, "__file__", None), getattr(module, attr) if attr else None
 
 
 def try_import(modname):
     try:
         importlib.import_module(modname)
     except ImportError as e:
-        return 'ImportError: %s' % (e,)
-    return 'imported'
+        return "ImportError: %s" % (e,)
+    return "imported"
 
 
 def log_and_print(text):
-    logging.getLogger('remote.test').warning('logged %s', text)
-    print('printed %s' % (text,))
+    logging.getLogger("remote.test").warning("logged %s", text)
+    print("printed %s" % (text,))
     sys.stdout.flush()
-    os.write(2, ('stderr %s\n' % (text,)).encode())
+    os.write(2, ("stderr %s\n" % (text,)).encode())
     return True
 
 
@@ -68,8 +68,9 @@ def write_raw_to_parent(data, econtext):
 
 @mitogen.core.takes_econtext
 def write_oversized_header(econtext):
-    header = mitogen.core.HEADER.pack(mitogen.core.MAGIC, 0, 0, mitogen.context_id,
-                                      mitogen.context_id, 1000, 0, 0x7fffffff)
+    header = mitogen.core.HEADER.pack(
+        mitogen.core.MAGIC, 0, 0, mitogen.context_id, mitogen.context_id, 1000, 0, 0x7FFFFFFF
+    )
     os.write(econtext.router.parent_stream.transmit_side.fd, header)
     return True
 
@@ -90,25 +91,24 @@ def accept_anything(value):
 def call_function_in(context_id, router, auth_id=None):
     """Send a CALL_FUNCTION to `context_id` and report what came back."""
     msg = mitogen.core.Message.pickled(
-        (None, 'os', None, 'getpid', (), mitogen.core.Kwargs()),
-        handle=mitogen.core.CALL_FUNCTION)
+        (None, "os", None, "getpid", (), mitogen.core.Kwargs()), handle=mitogen.core.CALL_FUNCTION
+    )
     if auth_id is not None:
         msg.auth_id = auth_id
     context = router.context_by_id(context_id)
     recv = context.send_async(msg)
     try:
-        return 'reply: %r' % (recv.get(timeout=3).unpickle(),)
+        return "reply: %r" % (recv.get(timeout=3).unpickle(),)
     except mitogen.core.ChannelError as e:
-        return 'ChannelError: %s' % (e,)
+        return "ChannelError: %s" % (e,)
     except mitogen.core.TimeoutError:
-        return 'timeout'
+        return "timeout"
 
 
 @mitogen.core.takes_router
 def send_add_route(target_id, router):
     """Claim (falsely) that `target_id` lives behind this context."""
-    msg = mitogen.core.Message(handle=mitogen.core.ADD_ROUTE,
-                               data=('%d:evil' % target_id).encode())
+    msg = mitogen.core.Message(handle=mitogen.core.ADD_ROUTE, data=("%d:evil" % target_id).encode())
     router.context_by_id(mitogen.parent_id).send(msg)
     return True
 
@@ -122,11 +122,11 @@ def append_state(value):
 
 
 def fail_in_chain():
-    raise RuntimeError('chain step failed')
+    raise RuntimeError("chain step failed")
 
 
 def pack_u32(n):
-    return struct.pack('>L', n)
+    return struct.pack(">L", n)
 
 
 def stream_values(sender, count):
@@ -175,7 +175,7 @@ class VirtualModules:
 def import_virtual(modname, attr):
     """Install a VirtualModules finder for `modname` (after the others, as six
     does), import it and return `attr` of it and where the module came from."""
-    sys.meta_path.append(VirtualModules({modname: {attr: 'local'}}))
+    sys.meta_path.append(VirtualModules({modname: {attr: "local"}}))
     module = importlib.import_module(modname)
     return getattr(module, attr, None), type(module.__spec__.loader).__name__
 
@@ -197,12 +197,12 @@ def disturb_process_state(directory):
     signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR2])
 
     def write_marker():
-        with open(os.path.join(directory, 'context-atexit'), 'w') as fp:
-            fp.write('the context exited')
+        with open(os.path.join(directory, "context-atexit"), "w") as fp:
+            fp.write("the context exited")
 
     atexit.register(write_marker)
     kept = tempfile.TemporaryDirectory(dir=directory)
-    pending = open(os.path.join(directory, 'context-pending'), 'w')
-    pending.write('written by the context only')
+    pending = open(os.path.join(directory, "context-pending"), "w")
+    pending.write("written by the context only")
     _disturbances.extend((kept, pending))
     return kept.name

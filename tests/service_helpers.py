@@ -22,10 +22,10 @@ class EchoService(mitogen.service.Service):
         return value
 
     def hidden(self):
-        return 'should never be callable'
+        return "should never be callable"
 
     @expose(AllowParents())
-    @arg_spec({'count': int})
+    @arg_spec({"count": int})
     def typed(self, count):
         return count * 2
 
@@ -73,10 +73,9 @@ def call_parent_service(service_name, method_name, router, **kwargs):
     """From a child, call a service in the master; report the outcome."""
     master = router.context_by_id(0)
     try:
-        return 'ok: %r' % (master.call_service(service_name, method_name, timeout=10,
-                                               **kwargs),)
+        return "ok: %r" % (master.call_service(service_name, method_name, timeout=10, **kwargs),)
     except mitogen.core.CallError as e:
-        return 'CallError: %s' % (e,)
+        return "CallError: %s" % (e,)
 
 
 @mitogen.core.takes_router
@@ -84,42 +83,42 @@ def fetch_file(path, dest, router):
     """Fetch `path` from the master's FileService into `dest`; return
     (ok, size, sha256, metadata size, peak RSS in KiB)."""
     master = router.context_by_id(0)
-    with open(dest, 'wb') as fp:
+    with open(dest, "wb") as fp:
         ok, metadata = mitogen.service.FileService.get(master, path, fp, timeout=60)
     digest = hashlib.sha256()
-    with open(dest, 'rb') as fp:
-        for block in iter(lambda: fp.read(1 << 20), b''):
+    with open(dest, "rb") as fp:
+        for block in iter(lambda: fp.read(1 << 20), b""):
             digest.update(block)
     size = os.path.getsize(dest)
     os.unlink(dest)
-    return ok, size, digest.hexdigest(), metadata['size'], peak_rss_kib()
+    return ok, size, digest.hexdigest(), metadata["size"], peak_rss_kib()
 
 
 def status_kib(field):
     """A size field (e.g. 'VmRSS') of /proc/self/status, in KiB."""
-    with open('/proc/self/status') as fp:
+    with open("/proc/self/status") as fp:
         for line in fp:
-            if line.startswith(field + ':'):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
-    raise RuntimeError('no %s in /proc/self/status' % (field,))
+    raise RuntimeError("no %s in /proc/self/status" % (field,))
 
 
 def peak_rss_kib():
     """This process's own peak RSS. Not ru_maxrss: Linux carries that
     across execve, so a child spawned by a large parent would report the
     parent's size."""
-    return status_kib('VmHWM')
+    return status_kib("VmHWM")
 
 
 @mitogen.core.takes_router
 def fetch_refused(path, router):
     master = router.context_by_id(0)
     try:
-        with open(os.devnull, 'wb') as fp:
+        with open(os.devnull, "wb") as fp:
             mitogen.service.FileService.get(master, path, fp, timeout=30)
     except mitogen.core.CallError as e:
         return str(e)
-    return 'fetched'
+    return "fetched"
 
 
 def get_pushed(path):
@@ -135,4 +134,5 @@ def is_cached(path):
 def identity_for_bench():
     """Warm the context up (imports) before timing."""
     import hashlib  # noqa: F401
+
     return True

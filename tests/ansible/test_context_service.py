@@ -181,7 +181,7 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def get(service: ContextService, *stack: dict[str, Any]) -> mitogen.core.Context:
+def get(service: ContextService, *stack: dict[str, Any]) -> mitogen.parent.Context:
     result = service.get(list(stack))
     assert result["msg"] is None, result
     return result["context"]

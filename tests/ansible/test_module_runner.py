@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 import mitogen.core
+import mitogen.parent
 from ansible_mitogen import ansiballz, module_runner
 from tests import remote_helpers
 
@@ -27,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 #: A module that reports where and how it ran; `calls` shows whether module
 #: globals survive from one run to the next.
-PROBE_MODULE = '''#!/usr/bin/python
+PROBE_MODULE = """#!/usr/bin/python
 from ansible.module_utils.basic import AnsibleModule
 import os
 import sys
@@ -49,11 +50,12 @@ def main():
 
 if __name__ == '__main__':
     main()
-'''
+"""
 
 
-def build_payload(tmp_path: Path, args: dict[str, Any], source: str = PROBE_MODULE,
-                  name: str = 'probe') -> bytes:
+def build_payload(
+    tmp_path: Path, args: dict[str, Any], source: str = PROBE_MODULE, name: str = "probe"
+) -> bytes:
     """The AnsiballZ payload the running ansible-core pipes to python for module
     `name` (which names ansible-core's cache entry for its zip)."""
     from ansible.executor.module_common import modify_module
@@ -61,23 +63,33 @@ def build_payload(tmp_path: Path, args: dict[str, Any], source: str = PROBE_MODU
     from ansible.template import Templar
     from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder
 
-    if not any(type(f).__name__ == '_AnsibleCollectionFinder' for f in sys.meta_path):
+    if not any(type(f).__name__ == "_AnsibleCollectionFinder" for f in sys.meta_path):
         _AnsibleCollectionFinder()._install()
-    path = tmp_path / ('%s.py' % name)
+    path = tmp_path / ("%s.py" % name)
     path.write_text(source)
-    built = modify_module(module_name=name, module_path=str(path), module_args=args,
-                          templar=Templar(loader=DataLoader()),
-                          task_vars={'ansible_python_interpreter': sys.executable})
+    built = modify_module(
+        module_name=name,
+        module_path=str(path),
+        module_args=args,
+        templar=Templar(loader=DataLoader()),
+        task_vars={"ansible_python_interpreter": sys.executable},
+    )
     return built.b_module_data
 
 
-def run(context: mitogen.core.Context, payload: ansiballz.Payload, send: bool,
-        interpreter: str = sys.executable, env: dict[str, str] | None = None,
-        chdir: str | None = None) -> Any:
+def run(
+    context: mitogen.parent.Context,
+    payload: ansiballz.Payload,
+    send: bool,
+    interpreter: str = sys.executable,
+    env: dict[str, str] | None = None,
+    chdir: str | None = None,
+) -> Any:
     digest = hashlib.sha256(payload.modlib).hexdigest()
     data = mitogen.core.Blob(payload.modlib) if send else None
-    return context.call(module_runner.run_module, payload.spec, digest, data,
-                        env or {}, chdir, interpreter)
+    return context.call(
+        module_runner.run_module, payload.spec, digest, data, env or {}, chdir, interpreter
+    )
 
 
 def result(outcome: Any) -> dict[str, Any]:
@@ -88,26 +100,26 @@ def result(outcome: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def probe(tmp_path: Path) -> ansiballz.Payload:
-    parsed = ansiballz.parse(build_payload(tmp_path, {'word': 'hello'}))
+    parsed = ansiballz.parse(build_payload(tmp_path, {"word": "hello"}))
     assert parsed is not None
     return parsed
 
 
 def test_parse_reads_back_the_wrapper_arguments(probe: ansiballz.Payload) -> None:
-    assert probe.spec['ansible_module'] == 'probe'
-    assert probe.spec['module_fqn'] == 'ansible.legacy.probe'
-    assert json.loads(probe.spec['params'])['ANSIBLE_MODULE_ARGS']['word'] == 'hello'
+    assert probe.spec["ansible_module"] == "probe"
+    assert probe.spec["module_fqn"] == "ansible.legacy.probe"
+    assert json.loads(probe.spec["params"])["ANSIBLE_MODULE_ARGS"]["word"] == "hello"
     names = zipfile.ZipFile(io.BytesIO(probe.modlib)).namelist()
-    assert 'ansible/module_utils/basic.py' in names
-    assert 'ansible/legacy/probe.py' in names
+    assert "ansible/module_utils/basic.py" in names
+    assert "ansible/legacy/probe.py" in names
 
 
 def test_parse_refuses_payloads_of_another_form(tmp_path: Path) -> None:
-    payload = build_payload(tmp_path, {'word': 'x'})
+    payload = build_payload(tmp_path, {"word": "x"})
     assert ansiballz.parse(b'print("not a payload")\n') is None
-    assert ansiballz.parse(payload[:payload.index(b'zip_data=')]) is None
-    assert ansiballz.parse(payload.replace(b'\nprofile=', b'\nprofile=open("x"),\n#')) is None
-    assert ansiballz.parse(payload.replace(b'zip_data=\'', b'zip_data=\'*')) is None
+    assert ansiballz.parse(payload[: payload.index(b"zip_data=")]) is None
+    assert ansiballz.parse(payload.replace(b"\nprofile=", b'\nprofile=open("x"),\n#')) is None
+    assert ansiballz.parse(payload.replace(b"zip_data='", b"zip_data='*")) is None
 
 
 def test_modlib_travels_once_and_each_run_is_a_fresh_fork(router, probe) -> None:
@@ -116,50 +128,49 @@ def test_modlib_travels_once_and_each_run_is_a_fresh_fork(router, probe) -> None
     assert run(context, probe, send=False) is None
     first = result(run(context, probe, send=True))
     second = result(run(context, probe, send=False))
-    assert first['word'] == second['word'] == 'hello'
-    assert first['ppid'] == second['ppid'] == context_pid
-    assert len({first['pid'], second['pid'], context_pid}) == 3
-    assert first['calls'] == second['calls'] == 1
-    assert first['fqn'] == 'ansible.legacy.probe'
-    assert os.path.isfile(os.path.join(first['modlib'], 'ansible', 'module_utils', 'basic.py'))
-    assert first['argv'] == [os.path.join(first['modlib'], 'ansible', 'legacy', 'probe.py')]
+    assert first["word"] == second["word"] == "hello"
+    assert first["ppid"] == second["ppid"] == context_pid
+    assert len({first["pid"], second["pid"], context_pid}) == 3
+    assert first["calls"] == second["calls"] == 1
+    assert first["fqn"] == "ansible.legacy.probe"
+    assert os.path.isfile(os.path.join(first["modlib"], "ansible", "module_utils", "basic.py"))
+    assert first["argv"] == [os.path.join(first["modlib"], "ansible", "legacy", "probe.py")]
     context.shutdown(wait=True)
-    assert not os.path.exists(first['modlib'])
+    assert not os.path.exists(first["modlib"])
 
 
 def test_environment_and_directory_apply_to_the_run_only(router, probe, tmp_path) -> None:
     context = router.local(python_path=sys.executable)
-    outcome = result(run(context, probe, send=True, env={'PROBE_ENV': 'set'},
-                         chdir=str(tmp_path)))
-    assert outcome['env'] == 'set'
-    assert outcome['cwd'] == str(tmp_path)
-    assert context.call(os.getenv, 'PROBE_ENV') is None
+    outcome = result(run(context, probe, send=True, env={"PROBE_ENV": "set"}, chdir=str(tmp_path)))
+    assert outcome["env"] == "set"
+    assert outcome["cwd"] == str(tmp_path)
+    assert context.call(os.getenv, "PROBE_ENV") is None
     assert context.call(os.getcwd) != str(tmp_path)
 
 
 def test_another_interpreter_runs_the_module_in_a_new_process(router, probe) -> None:
-    other = shutil.which('python3', path='/usr/bin')
+    other = shutil.which("python3", path="/usr/bin")
     if other is None or os.path.realpath(other) == os.path.realpath(sys.executable):
-        pytest.skip('no second Python at /usr/bin/python3')
+        pytest.skip("no second Python at /usr/bin/python3")
     context = router.local(python_path=sys.executable)
     outcome = result(run(context, probe, send=True, interpreter=other))
-    assert os.path.realpath(outcome['executable']) == os.path.realpath(other)
-    assert outcome['argv'] == [os.path.join(outcome['modlib'], 'ansible', 'legacy', 'probe.py')]
-    assert outcome['word'] == 'hello'
+    assert os.path.realpath(outcome["executable"]) == os.path.realpath(other)
+    assert outcome["argv"] == [os.path.join(outcome["modlib"], "ansible", "legacy", "probe.py")]
+    assert outcome["word"] == "hello"
 
 
 def test_crashing_module_fails_with_its_error(router, tmp_path) -> None:
-    payload = ansiballz.parse(build_payload(tmp_path, {'crash': True}))
+    payload = ansiballz.parse(build_payload(tmp_path, {"crash": True}))
     assert payload is not None
     context = router.local(python_path=sys.executable)
     rc, stdout, _ = run(context, payload, send=True)
     assert rc == 1
     failure = json.loads(bytes(stdout))
-    assert failure['failed'] is True
-    assert 'probe crashed on purpose' in json.dumps(failure)
-    after = ansiballz.parse(build_payload(tmp_path, {'word': 'after'}))
+    assert failure["failed"] is True
+    assert "probe crashed on purpose" in json.dumps(failure)
+    after = ansiballz.parse(build_payload(tmp_path, {"word": "after"}))
     assert after is not None and after.modlib == payload.modlib
-    assert result(run(context, after, send=False))['word'] == 'after'
+    assert result(run(context, after, send=False))["word"] == "after"
 
 
 #: Reports what an interpreter starts with: run by a module, and by a fresh Python for
@@ -205,12 +216,15 @@ def report():
 #: non-daemon thread, a TemporaryDirectory never cleaned up, AnsibleModule's own
 #: temporary directory, and a file never closed (which stays unflushed: runpy leaves
 #: the module's globals unfinalised); `interrupt` ends it by KeyboardInterrupt.
-EXIT_MODULE = """#!/usr/bin/python
+EXIT_MODULE = (
+    """#!/usr/bin/python
 from ansible.module_utils.basic import AnsibleModule
 import atexit
 import tempfile
 import time
-""" + REPORT + """
+"""
+    + REPORT
+    + """
 
 LEFT = []
 
@@ -244,71 +258,85 @@ def main():
 if __name__ == '__main__':
     main()
 """
+)
 
 
 def fresh_report() -> dict[str, Any]:
     """What a Python started like the test's local contexts reports."""
-    out = subprocess.run([sys.executable, '-c', REPORT + 'print(json.dumps(report()))'],
-                         stdin=subprocess.DEVNULL, capture_output=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", REPORT + "print(json.dumps(report()))"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        check=True,
+    ).stdout
     return json.loads(out)
 
 
 def files_in(directory: Path) -> dict[str, str]:
-    return {p.name: p.read_text() if p.is_file() else 'dir' for p in directory.iterdir()}
+    return {p.name: p.read_text() if p.is_file() else "dir" for p in directory.iterdir()}
 
 
 def test_a_forked_module_starts_and_exits_as_in_a_fresh_interpreter(router, tmp_path) -> None:
     context = router.local(python_path=sys.executable)
-    first_dir, second_dir = tmp_path / 'first', tmp_path / 'second'
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
     first_dir.mkdir()
     second_dir.mkdir()
-    build_dir = tmp_path / 'build'
+    build_dir = tmp_path / "build"
     build_dir.mkdir()
-    remote_tmp = tmp_path / 'remote' / 'tmp'
-    parsed = ansiballz.parse(build_payload(
-        build_dir, {'dir': str(first_dir), '_ansible_remote_tmp': str(remote_tmp)},
-        source=EXIT_MODULE, name='exit_module'))
+    remote_tmp = tmp_path / "remote" / "tmp"
+    parsed = ansiballz.parse(
+        build_payload(
+            build_dir,
+            {"dir": str(first_dir), "_ansible_remote_tmp": str(remote_tmp)},
+            source=EXIT_MODULE,
+            name="exit_module",
+        )
+    )
     assert parsed is not None
     # as the action mixin says for a task without become
     payload = dataclasses.replace(parsed, spec=dict(parsed.spec, ensure_remote_tmp=True))
     expected = fresh_report()
     first = result(run(context, payload, send=True))
-    assert first['report'] == expected
-    assert files_in(first_dir) == {'atexit': 'atexit', 'thread': 'thread', 'left-open': ''}
+    assert first["report"] == expected
+    assert files_in(first_dir) == {"atexit": "atexit", "thread": "thread", "left-open": ""}
     # AnsibleModule's temporary directory, in a remote_tmp made as stock's task
     # directory would have made it (else AnsibleModule warns that it made it)
-    assert os.path.dirname(first['module_tmpdir']) == str(remote_tmp)
-    assert not os.path.exists(first['module_tmpdir'])
-    assert 'warnings' not in first
+    assert os.path.dirname(first["module_tmpdir"]) == str(remote_tmp)
+    assert not os.path.exists(first["module_tmpdir"])
+    assert "warnings" not in first
     assert [oct(p.stat().st_mode & 0o777) for p in (remote_tmp.parent, remote_tmp)] == [
-        '0o700', '0o700']
+        "0o700",
+        "0o700",
+    ]
 
     # what the context changes after its start is not inherited by later runs
     kept = context.call(remote_helpers.disturb_process_state, str(tmp_path))
-    again = ansiballz.parse(build_payload(build_dir, {'dir': str(second_dir)},
-                                          source=EXIT_MODULE, name='exit_module'))
+    again = ansiballz.parse(
+        build_payload(build_dir, {"dir": str(second_dir)}, source=EXIT_MODULE, name="exit_module")
+    )
     assert again is not None
     second = result(run(context, again, send=False))
-    assert second['report'] == expected
-    assert files_in(second_dir) == {'atexit': 'atexit', 'thread': 'thread', 'left-open': ''}
-    assert not os.path.exists(second['module_tmpdir'])
+    assert second["report"] == expected
+    assert files_in(second_dir) == {"atexit": "atexit", "thread": "thread", "left-open": ""}
+    assert not os.path.exists(second["module_tmpdir"])
     assert os.path.isdir(kept)
-    assert not (tmp_path / 'context-atexit').exists()
-    assert (tmp_path / 'context-pending').read_text() == ''
+    assert not (tmp_path / "context-atexit").exists()
+    assert (tmp_path / "context-pending").read_text() == ""
     context.shutdown(wait=True)
 
 
 def test_an_uncaught_keyboard_interrupt_ends_the_run_by_sigint(router, tmp_path) -> None:
-    payload = ansiballz.parse(build_payload(tmp_path, {'interrupt': True},
-                                            source=EXIT_MODULE, name='exit_module'))
+    payload = ansiballz.parse(
+        build_payload(tmp_path, {"interrupt": True}, source=EXIT_MODULE, name="exit_module")
+    )
     assert payload is not None
     context = router.local(python_path=sys.executable)
     rc, _, stderr = run(context, payload, send=True)
     assert rc == 128 + signal.SIGINT  # as the shell stock runs it through reports it
-    assert b'KeyboardInterrupt' in bytes(stderr)
+    assert b"KeyboardInterrupt" in bytes(stderr)
 
 
-RESPAWN_MODULE = '''#!/usr/bin/python
+RESPAWN_MODULE = """#!/usr/bin/python
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.respawn import has_respawned, respawn_module
 import os
@@ -324,43 +352,59 @@ def main():
 
 if __name__ == '__main__':
     main()
-'''
+"""
 
 
 def test_module_respawns_from_the_modlib_on_disk(router, tmp_path) -> None:
-    other = shutil.which('python3', path='/usr/bin') or sys.executable
-    payload = ansiballz.parse(build_payload(tmp_path, {'interpreter': other},
-                                            source=RESPAWN_MODULE, name='respawner'))
+    other = shutil.which("python3", path="/usr/bin") or sys.executable
+    payload = ansiballz.parse(
+        build_payload(tmp_path, {"interpreter": other}, source=RESPAWN_MODULE, name="respawner")
+    )
     assert payload is not None
     context = router.local(python_path=sys.executable)
     outcome = result(run(context, payload, send=True))
-    assert outcome['respawned'] is True
-    assert os.path.realpath(outcome['executable']) == os.path.realpath(other)
+    assert outcome["respawned"] is True
+    assert os.path.realpath(outcome["executable"]) == os.path.realpath(other)
 
 
 def test_failure_before_the_module_starts_is_reported(router, probe) -> None:
     context = router.local(python_path=sys.executable)
-    rc, stdout, stderr = run(context, probe, send=True, chdir='/nonexistent/directory')
+    rc, stdout, stderr = run(context, probe, send=True, chdir="/nonexistent/directory")
     assert rc == 1
-    assert b'FileNotFoundError' in bytes(stderr) and b'/nonexistent/directory' in bytes(stderr)
+    assert b"FileNotFoundError" in bytes(stderr) and b"/nonexistent/directory" in bytes(stderr)
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which('setpriv') is None,
-                    reason='needs root and setpriv to act as another user')
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None,
+    reason="needs root and setpriv to act as another user",
+)
 def test_directories_another_user_may_not_enter_are_skipped() -> None:
     base = Path(tempfile.mkdtemp())
     try:
         base.chmod(0o755)
-        (base / 'open').mkdir(mode=0o755)
-        inner = base / 'closed' / 'inner'
+        (base / "open").mkdir(mode=0o755)
+        inner = base / "closed" / "inner"
         inner.mkdir(parents=True)
-        (base / 'closed').chmod(0o700)
-        code = ('import sys; sys.path.insert(0, %r); from ansible_mitogen.target import '
-                'usable_directory as u; print(u(%r), u(%r), u(%r), u("/nonexistent/dir"))'
-                % (str(REPO), str(inner), str(base / 'closed'), str(base / 'open')))
-        out = subprocess.run(['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups',
-                              sys.executable, '-c', code], capture_output=True, text=True,
-                             check=True).stdout.split()
-        assert out == ['None', 'None', str(base / 'open'), '/nonexistent/dir']
+        (base / "closed").chmod(0o700)
+        code = (
+            "import sys; sys.path.insert(0, %r); from ansible_mitogen.target import "
+            'usable_directory as u; print(u(%r), u(%r), u(%r), u("/nonexistent/dir"))'
+            % (str(REPO), str(inner), str(base / "closed"), str(base / "open"))
+        )
+        out = subprocess.run(
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                sys.executable,
+                "-c",
+                code,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert out == ["None", "None", str(base / "open"), "/nonexistent/dir"]
     finally:
         shutil.rmtree(base)

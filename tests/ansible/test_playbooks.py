@@ -23,6 +23,7 @@ PRESENT, ABSENT = object(), object()
 #: hardened_sudo.yml's hosts that become root with a password.
 HARDENED_ROOT_HOSTS = sorted(set(HARDENED_HOST_ROLES) - {"sudo_targetpw"})
 
+
 def on_hosts(hosts: tuple[str, ...], checks: dict[str, dict[str, Any]]) -> dict:
     """The same checks on each host's results."""
     return {(host, task): fields for host in hosts for task, fields in checks.items()}
@@ -31,7 +32,7 @@ def on_hosts(hosts: tuple[str, ...], checks: dict[str, dict[str, Any]]) -> dict:
 #: Checks on the stock results, so a playbook that stops testing what it says fails here
 #: rather than comparing two identical non-results: (host, task) -> expected fields (a
 #: value, PRESENT, ABSENT, or a predicate on the value).
-EXPECTED: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
+EXPECTED: dict[str, dict[tuple[str, str], dict[str, Any] | None]] = {
     "command_shell.yml": {
         ("plain", "command with stdout"): {"rc": 0, "stdout": "hello world", "changed": True},
         ("plain", "command rc 3 is a failure"): {"rc": 3, "stdout": "out", "stderr": "err"},
@@ -206,7 +207,8 @@ EXPECTED: dict[str, dict[tuple[str, str], dict[str, Any]]] = {
             },
         ),
         ("plain", "pam_limits on the system file needs root"): {
-            "failed": True, "msg": "/etc/security/limits.conf is not writable. Use sudo"
+            "failed": True,
+            "msg": "/etc/security/limits.conf is not writable. Use sudo",
         },
         ("plain", "user would be created (check mode, no root needed)"): {"changed": True},
         ("sudo_nopw", "pam_limits writes a limits file"): {"changed": True},
@@ -328,6 +330,7 @@ def test_requiretty_with_pipelining_fails_only_stock(harness: Harness) -> None:
     assert "sorry, you must have a tty to run sudo" in refused["module_stderr"]
     for (host, task), fields in EXPECTED[playbook].items():
         if host == "sudo_tty":
+            assert fields is not None
             result = ours.result(host, task)
             assert {k: result.get(k) for k in fields} == fields, result
     others = [d for d in comparison.differences if "sudo_tty" not in d]

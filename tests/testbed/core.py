@@ -197,10 +197,14 @@ def _acquire_machine_lock() -> None:
             if time.monotonic() > deadline:
                 os.close(fd)
                 raise TestbedError(
-                    f"another test session held {LOCK_PATH} for {LOCK_WAIT_SECONDS:.0f} s")
+                    f"another test session held {LOCK_PATH} for {LOCK_WAIT_SECONDS:.0f} s"
+                )
             if not announced:
-                print(f"testbed: waiting for another test session to release {LOCK_PATH}",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"testbed: waiting for another test session to release {LOCK_PATH}",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 announced = True
             time.sleep(0.5)
     _lock.update(fd=fd, holders=1)

@@ -36,7 +36,7 @@ def test_grandchild_killed_mid_call_wakes_caller(router):
     with pytest.raises(mitogen.core.ChannelError):
         recv.get(timeout=5).unpickle()
     assert time.monotonic() - started < 1.0
-    assert parent.call(remote_helpers.identity, 'still fine') == 'still fine'
+    assert parent.call(remote_helpers.identity, "still fine") == "still fine"
 
 
 def test_call_to_dead_context_fails_fast(router):
@@ -49,23 +49,24 @@ def test_call_to_dead_context_fails_fast(router):
 def test_corrupt_frame_disconnects_only_that_stream(router, caplog):
     bad = router.local()
     good = router.local()
-    with caplog.at_level(logging.ERROR, logger='mitogen'):
-        recv = bad.call_async(remote_helpers.write_raw_to_parent, b'\x00' * 64)
+    with caplog.at_level(logging.ERROR, logger="mitogen"):
+        recv = bad.call_async(remote_helpers.write_raw_to_parent, b"\x00" * 64)
         with pytest.raises(mitogen.core.ChannelError):
             recv.get(timeout=5).unpickle()
-    assert any('bad magic' in r.getMessage() and 'disconnecting' in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "bad magic" in r.getMessage() and "disconnecting" in r.getMessage() for r in caplog.records
+    )
     assert good.call(remote_helpers.identity, 1) == 1
 
 
 def test_oversized_frame_disconnects_only_that_stream(router, caplog):
     bad = router.local()
     good = router.fork()
-    with caplog.at_level(logging.ERROR, logger='mitogen'):
+    with caplog.at_level(logging.ERROR, logger="mitogen"):
         recv = bad.call_async(remote_helpers.write_oversized_header)
         with pytest.raises(mitogen.core.ChannelError):
             recv.get(timeout=5).unpickle()
-    assert any('oversized frame' in r.getMessage() for r in caplog.records)
+    assert any("oversized frame" in r.getMessage() for r in caplog.records)
     assert good.call(remote_helpers.identity, 2) == 2
 
 
@@ -75,9 +76,9 @@ def test_oversized_message_refused_before_sending():
     try:
         context = router.fork()
         with pytest.raises(mitogen.core.ChannelError) as info:
-            context.call(remote_helpers.identity, b'x' * 10000)
-        assert 'too large' in str(info.value)
-        assert context.call(remote_helpers.identity, b'y' * 100) == b'y' * 100
+            context.call(remote_helpers.identity, b"x" * 10000)
+        assert "too large" in str(info.value)
+        assert context.call(remote_helpers.identity, b"y" * 100) == b"y" * 100
     finally:
         broker.shutdown()
         broker.join(10)
@@ -87,47 +88,51 @@ def test_forbidden_type_in_reply_is_refused(router):
     context = router.fork()
     with pytest.raises(mitogen.core.StreamError) as info:
         context.call(remote_helpers.return_unlisted)
-    assert 'refused to unpickle tests.remote_helpers.Unlisted' in str(info.value)
+    assert "refused to unpickle tests.remote_helpers.Unlisted" in str(info.value)
 
 
 def test_forbidden_type_in_arguments_is_refused(router):
     context = router.fork()
     with pytest.raises(mitogen.core.CallError) as info:
         context.call(remote_helpers.accept_anything, remote_helpers.Unlisted())
-    assert 'refused to unpickle' in str(info.value)
+    assert "refused to unpickle" in str(info.value)
 
 
 def test_child_cannot_make_parent_run_code(router, caplog):
-    parent = router.local(name='victim')
-    child = router.local(via=parent, name='attacker')
+    parent = router.local(name="victim")
+    child = router.local(via=parent, name="attacker")
     with caplog.at_level(logging.ERROR):
         result = child.call(remote_helpers.call_function_in, parent.context_id)
-        assert result.startswith('ChannelError: message refused by policy'), result
+        assert result.startswith("ChannelError: message refused by policy"), result
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and not any(
-                'policy refused' in r.getMessage() for r in caplog.records):
+            "policy refused" in r.getMessage() for r in caplog.records
+        ):
             time.sleep(0.05)
-    assert any(r.name == 'mitogen.ctx.victim' and 'policy refused' in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        r.name == "mitogen.ctx.victim" and "policy refused" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 def test_child_cannot_make_master_run_code(router):
     child = router.local()
     result = child.call(remote_helpers.call_function_in, 0)
-    assert result.startswith('ChannelError'), result
+    assert result.startswith("ChannelError"), result
 
 
 def test_forged_authority_is_dropped(router, caplog):
-    parent = router.local(name='p')
+    parent = router.local(name="p")
     child = router.local(via=parent)
     with caplog.at_level(logging.ERROR):
         result = child.call(remote_helpers.call_function_in, parent.context_id, auth_id=0)
-        assert result == 'timeout'
+        assert result == "timeout"
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and not any(
-                'claims authority' in r.getMessage() for r in caplog.records):
+            "claims authority" in r.getMessage() for r in caplog.records
+        ):
             time.sleep(0.05)
-    assert any('claims authority' in r.getMessage() for r in caplog.records)
+    assert any("claims authority" in r.getMessage() for r in caplog.records)
 
 
 def test_siblings_cannot_call_each_other_when_unidirectional(router):
@@ -135,22 +140,24 @@ def test_siblings_cannot_call_each_other_when_unidirectional(router):
     a = router.local()
     b = router.local()
     result = a.call(remote_helpers.call_function_in, b.context_id)
-    assert 'routing between children is disabled' in result
+    assert "routing between children is disabled" in result
 
 
 def test_child_cannot_steal_routes(router, caplog):
     a = router.local()
     b = router.fork()
-    with caplog.at_level(logging.ERROR, logger='mitogen'):
+    with caplog.at_level(logging.ERROR, logger="mitogen"):
         a.call(remote_helpers.send_add_route, b.context_id)
         a.call(remote_helpers.send_add_route, 0)
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and sum(
-                'refused ADD_ROUTE' in r.getMessage() for r in caplog.records) < 2:
+        while (
+            time.monotonic() < deadline
+            and sum("refused ADD_ROUTE" in r.getMessage() for r in caplog.records) < 2
+        ):
             time.sleep(0.05)
-    assert sum('refused ADD_ROUTE' in r.getMessage() for r in caplog.records) == 2
+    assert sum("refused ADD_ROUTE" in r.getMessage() for r in caplog.records) == 2
     assert router.stream_by_id(b.context_id).protocol.remote_id == b.context_id
-    assert b.call(remote_helpers.identity, 'b') == 'b'
+    assert b.call(remote_helpers.identity, "b") == "b"
 
 
 def test_shutdown_finishes_with_stuck_child():

@@ -2,6 +2,7 @@
 
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -57,16 +58,16 @@ def test_latch_get_nonblocking_empty():
 
 def test_latch_get_nonblocking_nonempty():
     latch = Latch()
-    latch.put('x')
-    assert latch.get(block=False) == 'x'
+    latch.put("x")
+    assert latch.get(block=False) == "x"
 
 
 def test_latch_get_wakes_on_put_from_thread():
     latch = Latch()
-    t = threading.Timer(0.05, latch.put, args=('late',))
+    t = threading.Timer(0.05, latch.put, args=("late",))
     t.start()
     try:
-        assert latch.get(timeout=5) == 'late'
+        assert latch.get(timeout=5) == "late"
     finally:
         t.join()
 
@@ -79,9 +80,9 @@ def test_latch_close_wakes_blocked_getter():
     def getter():
         started.set()
         try:
-            seen.append(('value', latch.get(timeout=10)))
+            seen.append(("value", latch.get(timeout=10)))
         except BaseException as e:
-            seen.append(('exc', type(e)))
+            seen.append(("exc", type(e)))
 
     t = _run_thread(getter)
     started.wait(5)
@@ -92,7 +93,7 @@ def test_latch_close_wakes_blocked_getter():
     t.join(5)
     assert not t.is_alive()
     assert time.monotonic() - t0 < 2
-    assert seen == [('exc', LatchError)]
+    assert seen == [("exc", LatchError)]
 
 
 def test_latch_put_after_close():
@@ -115,7 +116,7 @@ def test_latch_get_after_close_empty():
 def test_latch_many_producers_consumers():
     latch = Latch()
     n_producers, n_consumers, per = 8, 6, 500
-    results = [[] for _ in range(n_consumers)]
+    results: list[list[Any]] = [[] for _ in range(n_consumers)]
     errors = []
 
     def producer(p):
@@ -154,7 +155,7 @@ def test_latch_notify_called_after_put():
     latch = Latch()
     calls = []
     latch.notify = lambda lt: calls.append((lt, lt.size()))
-    latch.put('a')
+    latch.put("a")
     assert calls == [(latch, 1)]
 
 
@@ -175,10 +176,10 @@ def _latches(*values):
 def test_select_get_returns_receiver_and_value():
     a, b = _latches(None, None)
     sel = Select([a, b])
-    b.put('bee')
-    assert sel.get(timeout=5) == (b, 'bee')
-    a.put('ay')
-    assert sel.get(timeout=5) == (a, 'ay')
+    b.put("bee")
+    assert sel.get(timeout=5) == (b, "bee")
+    a.put("ay")
+    assert sel.get(timeout=5) == (a, "ay")
 
 
 def test_select_oneshot_iteration():
@@ -197,8 +198,7 @@ def test_select_oneshot_iteration():
 def test_select_oneshot_iteration_from_threads():
     latches = _latches(None, None, None, None)
     sel = Select(latches)
-    timers = [threading.Timer(0.01 * i, lt.put, args=(i,))
-              for i, lt in enumerate(latches)]
+    timers = [threading.Timer(0.01 * i, lt.put, args=(i,)) for i, lt in enumerate(latches)]
     for t in timers:
         t.start()
     try:
@@ -227,14 +227,14 @@ def test_select_oneshot_false_keeps_receivers():
 
 
 def test_select_items_put_before_add_are_seen():
-    a, b = _latches('early-a', None)
-    a.put('early-a2')
+    a, b = _latches("early-a", None)
+    a.put("early-a2")
     sel = Select([a], oneshot=False)
     assert sel.size() == 2
-    b.put('early-b')
+    b.put("early-b")
     sel.add(b)
     got = [sel.get(timeout=5) for _ in range(3)]
-    assert got == [(a, 'early-a'), (a, 'early-a2'), (b, 'early-b')]
+    assert got == [(a, "early-a"), (a, "early-a2"), (b, "early-b")]
 
 
 def test_select_nested():
@@ -243,23 +243,23 @@ def test_select_nested():
     inner2 = Select([c])
     subselects = [inner1, inner2]
     outer = Select(subselects, oneshot=False)
-    a.put('A')
-    c.put('C')
-    b.put('B')
+    a.put("A")
+    c.put("C")
+    b.put("B")
     got = []
     while any(subselects):
         got.append(outer.get(timeout=5))
     # The innermost receiver is reported, not the sub-Select.
-    assert got == [(a, 'A'), (c, 'C'), (b, 'B')]
+    assert got == [(a, "A"), (c, "C"), (b, "B")]
     assert not inner1 and not inner2
     assert bool(outer)
 
 
 def test_select_nested_values_queued_before_nesting():
-    a, b = _latches('A', 'B')
+    a, b = _latches("A", "B")
     inner = Select([a, b])
     outer = Select([inner], oneshot=False)
-    assert sorted(v for _, v in (outer.get(timeout=5), outer.get(timeout=5))) == ['A', 'B']
+    assert sorted(v for _, v in (outer.get(timeout=5), outer.get(timeout=5))) == ["A", "B"]
 
 
 def test_select_nested_stale_notification_does_not_break_outer():
@@ -271,11 +271,11 @@ def test_select_nested_stale_notification_does_not_break_outer():
     inner1 = Select([a])
     inner2 = Select([b])
     outer = Select([inner1, inner2], oneshot=False)
-    a.put('a1')
-    a.put('a2')
-    b.put('b1')
-    assert outer.get(timeout=5) == (a, 'a1')
-    assert outer.get(timeout=5) in [(a, 'a2'), (b, 'b1')]
+    a.put("a1")
+    a.put("a2")
+    b.put("b1")
+    assert outer.get(timeout=5) == (a, "a1")
+    assert outer.get(timeout=5) in [(a, "a2"), (b, "b1")]
 
 
 def test_select_add_self_raises():
@@ -375,7 +375,7 @@ def test_select_bool():
 
 
 def test_select_close_detaches():
-    a, b = _latches(None, 'queued')
+    a, b = _latches(None, "queued")
     inner = Select([b])
     sel = Select([a, inner])
     sel.close()
@@ -388,7 +388,7 @@ def test_select_close_detaches():
     a.put(1)
     assert a.get(block=False) == 1
     sel2 = Select([b])
-    assert sel2.get(timeout=5) == (b, 'queued')
+    assert sel2.get(timeout=5) == (b, "queued")
 
 
 def test_select_context_manager_closes():
@@ -400,7 +400,7 @@ def test_select_context_manager_closes():
 
 
 def test_select_remove_after_notify_may_still_return():
-    (a, b) = _latches('x', None)
+    (a, b) = _latches("x", None)
     sel = Select([a, b])
     sel.remove(a)
     # Documented caveat: a notification posted before remove() may still be
@@ -409,7 +409,7 @@ def test_select_remove_after_notify_may_still_return():
         got = sel.get(block=False)
     except TimeoutError:
         got = None
-    assert got in (None, (a, 'x'))
+    assert got in (None, (a, "x"))
 
 
 # ---------------------------------------------------------------------------
@@ -427,7 +427,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch):
     clk = Clock()
-    monkeypatch.setattr(mitogen.core, 'now', clk)
+    monkeypatch.setattr(mitogen.core, "now", clk)
     return clk
 
 
@@ -442,9 +442,9 @@ def test_timerlist_empty_timeout_is_none(clock):
 def test_timerlist_fires_in_time_order(clock):
     tl = TimerList()
     fired = []
-    tl.schedule(1030.0, lambda: fired.append('c'))
-    tl.schedule(1010.0, lambda: fired.append('a'))
-    tl.schedule(1020.0, lambda: fired.append('b'))
+    tl.schedule(1030.0, lambda: fired.append("c"))
+    tl.schedule(1010.0, lambda: fired.append("a"))
+    tl.schedule(1020.0, lambda: fired.append("b"))
     assert len(tl) == 3
     assert tl.get_timeout() == pytest.approx(10.0)
 
@@ -454,20 +454,20 @@ def test_timerlist_fires_in_time_order(clock):
 
     clock.t = 1010.0
     tl.expire()
-    assert fired == ['a']
+    assert fired == ["a"]
     assert tl.get_timeout() == pytest.approx(10.0)
 
     clock.t = 1025.0
     tl.expire()
-    assert fired == ['a', 'b']
+    assert fired == ["a", "b"]
     assert tl.get_timeout() == pytest.approx(5.0)
 
     clock.t = 2000.0
     tl.expire()
-    assert fired == ['a', 'b', 'c']
+    assert fired == ["a", "b", "c"]
     assert tl.get_timeout() is None
     tl.expire()
-    assert fired == ['a', 'b', 'c']
+    assert fired == ["a", "b", "c"]
 
 
 def test_timerlist_expire_all_due_at_once_in_order(clock):
@@ -483,11 +483,11 @@ def test_timerlist_expire_all_due_at_once_in_order(clock):
 def test_timerlist_same_time_fifo(clock):
     tl = TimerList()
     fired = []
-    for name in 'xyz':
+    for name in "xyz":
         tl.schedule(1001.0, lambda n=name: fired.append(n))
     clock.t = 1001.0
     tl.expire()
-    assert fired == ['x', 'y', 'z']
+    assert fired == ["x", "y", "z"]
 
 
 def test_timerlist_overdue_timeout_is_zero(clock):
@@ -499,9 +499,9 @@ def test_timerlist_overdue_timeout_is_zero(clock):
 def test_timerlist_cancelled_never_fire(clock):
     tl = TimerList()
     fired = []
-    t1 = tl.schedule(1010.0, lambda: fired.append('cancelled-1'))
-    tl.schedule(1020.0, lambda: fired.append('kept'))
-    t3 = tl.schedule(1030.0, lambda: fired.append('cancelled-3'))
+    t1 = tl.schedule(1010.0, lambda: fired.append("cancelled-1"))
+    tl.schedule(1020.0, lambda: fired.append("kept"))
+    t3 = tl.schedule(1030.0, lambda: fired.append("cancelled-3"))
     t1.cancel()
     t3.cancel()
     assert not t1.active
@@ -509,7 +509,7 @@ def test_timerlist_cancelled_never_fire(clock):
     assert tl.get_timeout() == pytest.approx(20.0)
     clock.t = 5000.0
     tl.expire()
-    assert fired == ['kept']
+    assert fired == ["kept"]
     assert tl.get_timeout() is None
 
 

@@ -2,6 +2,7 @@
 
 import logging
 import time
+from typing import Any
 
 import pytest
 
@@ -21,25 +22,33 @@ def wait_for(caplog, predicate, timeout=5.0):
 
 def test_child_records_and_stray_output_reach_master(router, caplog):
     with caplog.at_level(logging.INFO):
-        context = router.local(name='logger-child')
-        context.call(remote_helpers.log_and_print, 'xyzzy')
-        name = 'mitogen.ctx.logger-child'
-        assert wait_for(caplog, lambda r: r.name == name and
-                        r.getMessage() == 'remote.test: logged xyzzy' and
-                        r.levelno == logging.WARNING)
-        assert wait_for(caplog, lambda r: r.name == name and
-                        r.getMessage() == 'stdout: printed xyzzy')
-        assert wait_for(caplog, lambda r: r.name == name and
-                        r.getMessage() == 'stderr: stderr xyzzy')
+        context = router.local(name="logger-child")
+        context.call(remote_helpers.log_and_print, "xyzzy")
+        name = "mitogen.ctx.logger-child"
+        assert wait_for(
+            caplog,
+            lambda r: (
+                r.name == name
+                and r.getMessage() == "remote.test: logged xyzzy"
+                and r.levelno == logging.WARNING
+            ),
+        )
+        assert wait_for(
+            caplog, lambda r: r.name == name and r.getMessage() == "stdout: printed xyzzy"
+        )
+        assert wait_for(
+            caplog, lambda r: r.name == name and r.getMessage() == "stderr: stderr xyzzy"
+        )
 
 
 def test_grandchild_logs_named_after_grandchild(router, caplog):
     with caplog.at_level(logging.INFO):
-        hop = router.local(name='hop')
-        leaf = router.local(via=hop, name='leaf')
-        leaf.call(remote_helpers.log_and_print, 'deep')
-        assert wait_for(caplog, lambda r: r.name == 'mitogen.ctx.leaf' and
-                        'logged deep' in r.getMessage())
+        hop = router.local(name="hop")
+        leaf = router.local(via=hop, name="leaf")
+        leaf.call(remote_helpers.log_and_print, "deep")
+        assert wait_for(
+            caplog, lambda r: r.name == "mitogen.ctx.leaf" and "logged deep" in r.getMessage()
+        )
 
 
 def test_run_with_router_shuts_down():
@@ -71,10 +80,10 @@ def test_cast():
     class Tagged(int):
         pass
 
-    out = mitogen.utils.cast(D(a=[S('x'), (1, 2)], b=b'y', c=Tagged(3), d=True))
-    assert out == {'a': ['x', [1, 2]], 'b': b'y', 'c': 3, 'd': True}
-    assert type(out) is dict and type(out['a'][0]) is str
-    assert type(out['c']) is int and type(out['d']) is bool
+    out = mitogen.utils.cast(D(a=[S("x"), (1, 2)], b=b"y", c=Tagged(3), d=True))
+    assert out == {"a": ["x", [1, 2]], "b": b"y", "c": 3, "d": True}
+    assert type(out) is dict and type(out["a"][0]) is str
+    assert type(out["c"]) is int and type(out["d"]) is bool
     with pytest.raises(TypeError):
         mitogen.utils.cast(object())
 
@@ -84,15 +93,15 @@ def test_signals():
         pass
 
     thing = Thing()
-    seen = []
+    seen: list[Any] = []
     func = seen.append
-    mitogen.core.listen(thing, 'poke', func)
-    mitogen.core.fire(thing, 'poke', 1)
-    mitogen.core.unlisten(thing, 'poke', func)
-    mitogen.core.fire(thing, 'poke', 2)
+    mitogen.core.listen(thing, "poke", func)
+    mitogen.core.fire(thing, "poke", 1)
+    mitogen.core.unlisten(thing, "poke", func)
+    mitogen.core.fire(thing, "poke", 2)
     assert seen == [1]
     with pytest.raises(ValueError):
-        mitogen.core.unlisten(thing, 'poke', func)
+        mitogen.core.unlisten(thing, "poke", func)
 
 
 def test_defer_sync_returns_and_raises(router):

@@ -5,8 +5,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 def main():
     AnsibleModule(argument_spec={})
-    raise RuntimeError('crashed on purpose')
+    raise RuntimeError("crashed on purpose")
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

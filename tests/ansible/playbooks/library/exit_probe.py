@@ -12,18 +12,18 @@ from ansible.module_utils.basic import AnsibleModule
 
 def describe(handler):
     if handler is signal.default_int_handler:
-        return 'default_int_handler'
-    for name in ('SIG_DFL', 'SIG_IGN'):
+        return "default_int_handler"
+    for name in ("SIG_DFL", "SIG_IGN"):
         if handler == getattr(signal, name):
             return name
-    return 'unknown' if handler is None else 'a Python handler'
+    return "unknown" if handler is None else "a Python handler"
 
 
 def signal_name(signum):
     try:
         return signal.Signals(signum).name
     except ValueError:
-        return 'SIG%d' % signum
+        return "SIG%d" % signum
 
 
 def main():
@@ -35,10 +35,10 @@ def main():
         except (OSError, ValueError):
             pass
     blocked = sorted(signal_name(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, []))
-    result = {'changed': False, 'signals': dispositions, 'blocked': blocked}
+    result = {"changed": False, "signals": dispositions, "blocked": blocked}
     atexit.register(sys.stdout.write, json.dumps(result))
     sys.exit(0)
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

@@ -4,5 +4,5 @@ import sys
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: F401  (makes it new-style)
 
-print('this is not json')
+print("this is not json")
 sys.exit(0)

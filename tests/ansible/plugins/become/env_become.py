@@ -20,10 +20,10 @@ DOCUMENTATION = """
 
 
 class BecomeModule(BecomeBase):
-    name = 'env_become'
+    name = "env_become"
 
     def build_become_command(self, cmd: str, shell: object) -> str:
         super().build_become_command(cmd, shell)
         if not cmd:
             return cmd
-        return 'env MITOGEN_TEST_BECOME=1 %s' % (self._build_success_command(cmd, shell),)
+        return "env MITOGEN_TEST_BECOME=1 %s" % (self._build_success_command(cmd, shell),)

@@ -5,6 +5,9 @@ repository on PYTHONPATH."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 from ansible.plugins.strategy.linear import StrategyModule as LinearStrategyModule
 
 from ansible_mitogen.strategy import StrategyMixin
@@ -13,4 +16,4 @@ from ansible_mitogen.strategy import StrategyMixin
 class StrategyModule(StrategyMixin, LinearStrategyModule):
     """linear, with the loader hooks on but nothing redirected."""
 
-    connection_redirects: dict[str, str] = {}
+    connection_redirects: ClassVar[Mapping[str, str]] = {}

@@ -1,3 +1,3 @@
 """A module inside a namespace package (no __init__.py)."""
 
-NAME = 'nspkg.mod'
+NAME = "nspkg.mod"

@@ -2,7 +2,7 @@
 
 from mitogen_test_wirepkg import helper
 
-VALUE = 'wirepkg'
+VALUE = "wirepkg"
 
 
 def where():
