@@ -45,7 +45,9 @@ from ansible_mitogen import fresh_child, target
 #: says stock's task directory for the module would be in it (else
 #: AnsibleModule makes it, and warns that it did). Run by `python -c` with
 #: the modlib path in argv[1] and the spec as JSON on stdin, or exec'd here
-#: for the forked runs.
+#: for the forked runs. Its `_loader.run_module()` call is the one the
+#: wrapper of every supported ansible-core series makes (this side cannot
+#: read compat.TABLE; tests/ansible/test_series.py checks it per series).
 LAUNCHER = r"""
 import json
 import os
