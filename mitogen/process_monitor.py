@@ -16,8 +16,11 @@ class ProcessMonitor:
     registered child has exited, `status` being its raw wait status (see
     os.waitstatus_to_exitcode()). Create it on the main thread (signal
     handlers can only be installed there); callbacks run on the main
-    thread. Any SIGCHLD handler installed before is still called;
-    close() puts it back.
+    thread inside the signal handler (or in add() if the child had already
+    exited), so keep them short and never take a
+    lock the main thread may hold (Latch.put() included: record the status
+    and act on it later). Any SIGCHLD handler installed before is still
+    called; close() puts it back.
     """
 
     def __init__(self):
