@@ -30,6 +30,8 @@ STRATEGY = "mitogen_linear"
 #: The -vvv lines check() looks for (see ansible_mitogen.connection.Connection._connect()).
 ESTABLISHED = "<localhost> ESTABLISH MITOGEN CONNECTION"
 MODULE_RUN = "<localhost> MITOGEN MODULE"
+#: What a Mitogen strategy prints at -vvv when it starts (ansible_mitogen.strategy).
+HOOKED = "loader hooks installed on ansible-core"
 #: What stock `local` prints when it serves a task.
 STOCK_LOCAL = "ESTABLISH LOCAL CONNECTION FOR USER"
 
@@ -75,6 +77,12 @@ def judge(returncode: int, output: str) -> CheckResult:
         return CheckResult(
             False, f"the check play failed (ansible-playbook exit {returncode})", output
         )
+    if not any(HOOKED in line for line in lines):
+        return CheckResult(
+            False,
+            "the strategy in force is not a Mitogen one (see `python -m ansible_mitogen config`)",
+            output,
+        )
     if any(STOCK_LOCAL in line for line in lines):
         return CheckResult(
             False, "stock Ansible's local connection served the task (a fallback to stock)", output
@@ -82,8 +90,7 @@ def judge(returncode: int, output: str) -> CheckResult:
     if not established:
         return CheckResult(
             False,
-            "no Mitogen connection was made: the strategy in force is not a Mitogen one, or it "
-            "did not redirect the local connection",
+            "no Mitogen connection was made (the local connection was not redirected)",
             output,
         )
     if not any(line.startswith(MODULE_RUN) for line in lines):
