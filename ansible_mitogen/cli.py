@@ -25,6 +25,7 @@ import ansible_mitogen
 
 PACKAGE_DIR = Path(ansible_mitogen.__file__).resolve().parent
 STRATEGY_PLUGINS = PACKAGE_DIR / "plugins" / "strategy"
+ACTION_PLUGINS = PACKAGE_DIR / "plugins" / "action"
 STRATEGY = "mitogen_linear"
 
 #: The -vvv lines check() looks for (see ansible_mitogen.connection.Connection._connect()).
@@ -57,6 +58,8 @@ def config_text() -> str:
         "[defaults]\n"
         f"strategy_plugins = {STRATEGY_PLUGINS}\n"
         f"strategy = {STRATEGY}\n"
+        "# for the mitogen_get_stack action by its short name (join it to your action_plugins):\n"
+        f"# action_plugins = {ACTION_PLUGINS}\n"
     )
 
 

@@ -9,7 +9,8 @@ assignment in that file without running it. So the files are thin, and generated
 - ansible_mitogen/plugins/strategy/NAME.py: a builtin strategy with StrategyMixin in front;
 - ansible_mitogen/plugins/connection/NAME.py: our connection class, documented with the
   stock plugin's options (as ansible-core GENERATING_VERSION documents them);
-- ansible_mitogen/collection/plugins/{strategy,connection}/NAME.py: the collection's
+- ansible_mitogen/plugins/action/mitogen_get_stack.py: the get_stack action;
+- ansible_mitogen/collection/plugins/{strategy,connection,action}/NAME.py: the collection's
   wrappers of those, importing them from the collection's vendored packages.
 
 A connection plugin's literal DOCUMENTATION is for ansible-doc only: at run time the file
@@ -92,6 +93,12 @@ description:
 author: The mitogen_ng authors
 """
 
+GET_STACK_DOC = """\
+name: mitogen_get_stack
+short_description: The chain of hops Mitogen would use for the task, without connecting
+author: The mitogen_ng authors
+"""
+
 STRATEGY_TEMPLATE = '''{header}"""Strategy plugin `{name}`: ansible-core's `{base}` strategy,
 run through Mitogen."""
 
@@ -134,6 +141,38 @@ from ansible_mitogen.connection import {cls}  # noqa: E402
 class Connection({cls}):
     """`{name}`: {summary}."""
 '''
+
+ACTION_TEMPLATE = '''{header}"""Action plugin `mitogen_get_stack`: the hops a task would use,
+without connecting (see ansible_mitogen/get_stack.py)."""
+
+from __future__ import annotations
+
+try:
+    from ansible_mitogen.get_stack import GetStackAction
+except ImportError:  # used from a source tree: the ansible_mitogen package is 3 levels up
+    import os.path
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
+    from ansible_mitogen.get_stack import GetStackAction
+
+EXAMPLES = r"""
+{examples}"""
+
+
+class ActionModule(GetStackAction):
+    """The mitogen_get_stack action."""
+'''
+
+GET_STACK_EXAMPLES = """\
+- name: show the hops Mitogen would use for this host, become and variables
+  mitogen_get_stack:       # or mitogen_ng.mitogen.mitogen_get_stack from the collection
+  become: true
+  register: hops
+
+- debug:
+    var: hops.stack        # [{"method": "ssh", "kwargs": {...}}, {"method": "sudo", ...}]
+"""
 
 COLLECTION_TEMPLATE = '''{header}"""{kind_cap} plugin `mitogen_ng.mitogen.{name}`: ansible_mitogen's
 {kind} plugin of that name, from the collection's vendored copy (or an ansible_mitogen
@@ -201,6 +240,17 @@ def render() -> dict[Path, str]:
             kind_cap="Strategy",
             names="StrategyModule",
         )
+    files[PLUGINS / "action" / "mitogen_get_stack.py"] = ACTION_TEMPLATE.format(
+        header=HEADER, examples=GET_STACK_EXAMPLES
+    )
+    files[COLLECTION_PLUGINS / "action" / "mitogen_get_stack.py"] = COLLECTION_TEMPLATE.format(
+        header=HEADER,
+        doc=GET_STACK_DOC,
+        name="mitogen_get_stack",
+        kind="action",
+        kind_cap="Action",
+        names="ActionModule",
+    )
     for connection in CONNECTIONS:
         doc = connection_doc(connection)
         files[PLUGINS / "connection" / f"{connection.name}.py"] = CONNECTION_TEMPLATE.format(

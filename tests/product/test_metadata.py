@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import shutil
 import tomllib
 from pathlib import Path
@@ -50,3 +51,24 @@ def test_generated_plugin_files_are_current(tmp_path: Path) -> None:
     edited = copy / "plugins" / "strategy" / "mitogen_free.py"
     edited.write_text(edited.read_text().replace("free", "linear"))
     assert plugin_files.differences(copy) == ["plugins/strategy/mitogen_free.py"]
+
+
+def _strategy_deprecation() -> str:
+    """ansible-core's own text of its warning for third-party strategies."""
+    loader = pytest.importorskip("ansible.plugins.loader")
+    tree = ast.parse(Path(loader.__file__).read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == "msg":
+            value = node.value
+            if isinstance(value, ast.Constant) and "third party strategy" in str(value.value):
+                return str(value.value)
+    raise AssertionError("ansible-core's loader no longer has the strategy deprecation")
+
+
+def test_readme_explains_the_strategy_deprecation() -> None:
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert " ".join(_strategy_deprecation().split()) in readme
+    # the only switch silences every deprecation, and the README says so
+    assert "deprecation_warnings = False" in readme
+    assert "silences **every** deprecation warning" in readme
+    assert "issue 15" in readme
