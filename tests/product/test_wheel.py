@@ -157,6 +157,7 @@ def collections(venv: Venv) -> Path:
     assert info["version"] == ansible_mitogen.__version__
     assert info["license"] == ["BSD-3-Clause"]
     assert "plugins/connection/mitogen_ssh.py" in names
+    assert "plugins/action/mitogen_get_stack.py" in names
     assert "vendor/ansible_mitogen/strategy.py" in names
     path = venv.work / "collections"
     install = ["-m", "ansible", "galaxy", "collection", "install", "--offline", "-p", str(path)]
