@@ -17,6 +17,7 @@ import hashlib
 import os
 import re
 import shlex
+import time
 from typing import Any
 
 from ansible import constants as C
@@ -207,17 +208,43 @@ class Connection(ConnectionBase):
                 return self
             self._release()
         _, mux = ansible_mitogen.process.get_router()
+        began = time.monotonic()
         result = self._take_pending(stack)
         if result is None:
             result = mux.call_service(SERVICE, "get", stack=stack)
         if result["msg"] is not None:
+            self._vvv("MITOGEN CONNECTION FAILED: %s: %s" % (describe_stack(stack), result["msg"]))
             error = connect_error(result, self.python_path(), self.become_timeout_message())
             self._python_missing = isinstance(error, InterpreterMissing)
             raise error
         self.context = result["context"]
         self._stack = stack
         self._connected = True
+        if display.verbosity >= 3:
+            self._display_established(stack, began)
         return self
+
+    def _vvv(self, msg: str) -> None:
+        """A -vvv line for this connection's host, as stock's connection plugins print them."""
+        display.vvv(msg, host=self._play_context.remote_addr)
+
+    def _display_established(self, stack: list[dict[str, Any]], began: float) -> None:
+        """`<host> ESTABLISH MITOGEN CONNECTION ...`: the chain, and whether its last context
+        was started for this task or reused (one more call, made only at -vvv)."""
+        waited = (time.monotonic() - began) * 1000
+        started = self._call(ansible_mitogen.target.first_use)
+        self._vvv(
+            "ESTABLISH MITOGEN CONNECTION FOR USER: %s VIA %s "
+            "(context %s, pid %s, %s; waited %.1f ms)"
+            % (
+                stack[0]["kwargs"].get("username") or self._play_context.remote_user or "(default)",
+                describe_stack(stack),
+                self.context.context_id if self.context is not None else "?",
+                self.init_child_result.get("pid", "?"),
+                "started" if started else "reused",
+                waited,
+            )
+        )
 
     def _release(self) -> None:
         """Hand the held context back to the mux (which keeps it running)."""
@@ -258,6 +285,8 @@ class Connection(ConnectionBase):
         become_dir = self.become_directory()
         if become_dir:
             cmd = "cd %s && %s" % (shlex.quote(become_dir), cmd)  # as stock's sudo does
+        self._vvv("MITOGEN EXEC %s" % (cmd,))
+        began = time.monotonic()
         rc, stdout, stderr = self._call(
             ansible_mitogen.target.exec_command,
             cmd,
@@ -266,6 +295,7 @@ class Connection(ConnectionBase):
             executable or self.default_shell(),
             emulate_tty,
         )
+        self._vvv("MITOGEN EXEC done: rc %s in %.1f ms" % (rc, (time.monotonic() - began) * 1000))
         return rc, bytes(stdout), bytes(stderr)
 
     def call(self, func: Any, *args: Any) -> Any:
@@ -287,13 +317,22 @@ class Connection(ConnectionBase):
         digest = hashlib.sha256(payload.modlib).hexdigest()
         directory = chdir or self.become_directory() or self.cwd
         args = (payload.spec, digest, None, environment, directory, interpreter)
+        module = payload.spec.get("module_fqn") or payload.spec.get("ansible_module") or "?"
+        self._vvv("MITOGEN MODULE %s (interpreter %s)" % (module, interpreter))
+        began = time.monotonic()
         result = self._call(ansible_mitogen.module_runner.run_module, *args)
+        sent = "cached module_utils"
         if result is None:
             modlib = mitogen.core.Blob(payload.modlib)
+            sent = "module_utils sent, %d bytes" % (len(payload.modlib),)
             result = self._call(
                 ansible_mitogen.module_runner.run_module, *args[:2], modlib, *args[3:]
             )
         rc, stdout, stderr = result
+        self._vvv(
+            "MITOGEN MODULE %s done: rc %s in %.1f ms (%s)"
+            % (module, rc, (time.monotonic() - began) * 1000, sent)
+        )
         return rc, bytes(stdout), bytes(stderr)
 
     def put_file(self, in_path: str, out_path: str) -> None:
@@ -302,6 +341,7 @@ class Connection(ConnectionBase):
         self._connect()
         if not os.path.exists(in_path):
             raise AnsibleError("file or module does not exist: %s" % (in_path,))
+        self._vvv("MITOGEN PUT %s TO %s (%d bytes)" % (in_path, out_path, os.path.getsize(in_path)))
         if os.path.getsize(in_path) <= SMALL_FILE_LIMIT:
             with open(in_path, "rb") as fp:
                 data = mitogen.core.Blob(fp.read())
@@ -318,6 +358,7 @@ class Connection(ConnectionBase):
             return self.stock().fetch_file(in_path, out_path)
         self._connect()
         assert self.context is not None
+        self._vvv("MITOGEN FETCH %s TO %s" % (in_path, out_path))
         data = self._call(ansible_mitogen.target.read_small_file, in_path, SMALL_FILE_LIMIT)
         if data is not None:
             with open(out_path, "wb") as fp:
@@ -360,6 +401,7 @@ class Connection(ConnectionBase):
             return self.context.call(func, *mitogen.utils.cast(list(args)))
         except mitogen.core.ChannelError as e:
             chain = describe_stack(self._stack or [])
+            self._vvv("MITOGEN LOST CONNECTION (%s): %s" % (chain, e))
             self.context = None
             raise AnsibleConnectionFailure(
                 "%slost the connection (%s) while running the task: %s"

@@ -34,6 +34,18 @@ def init_child(router):
     mitogen.core.listen(router.broker, "shutdown", _kill_running)
 
 
+_used = []
+
+
+def first_use():
+    """True at the first call in this context, False after: the controller's -vvv line
+    says from it whether a task's context was started for it or reused."""
+    if _used:
+        return False
+    _used.append(True)
+    return True
+
+
 def usable_directory(path):
     """`path` as a working directory, or None where this user may not enter
     it: a process started by stock Ansible's become inherits the login

@@ -1,0 +1,1 @@
+"""Action plugins: mitogen_get_stack (action_plugins dir)."""

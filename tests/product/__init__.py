@@ -1,0 +1,1 @@
+"""Tests of the product a user meets: install, CLI, docs, metadata."""
