@@ -232,7 +232,7 @@ class Connection(ConnectionBase):
         """`<host> ESTABLISH MITOGEN CONNECTION ...`: the chain, and whether its last context
         was started for this task or reused (one more call, made only at -vvv)."""
         waited = (time.monotonic() - began) * 1000
-        started = self._call(ansible_mitogen.target.first_use)
+        started, pid = self._call(ansible_mitogen.target.first_use)
         self._vvv(
             "ESTABLISH MITOGEN CONNECTION FOR USER: %s VIA %s "
             "(context %s, pid %s, %s; waited %.1f ms)"
@@ -240,7 +240,7 @@ class Connection(ConnectionBase):
                 stack[0]["kwargs"].get("username") or self._play_context.remote_user or "(default)",
                 describe_stack(stack),
                 self.context.context_id if self.context is not None else "?",
-                self.init_child_result.get("pid", "?"),
+                pid,
                 "started" if started else "reused",
                 waited,
             )

@@ -38,12 +38,13 @@ _used = []
 
 
 def first_use():
-    """True at the first call in this context, False after: the controller's -vvv line
-    says from it whether a task's context was started for it or reused."""
-    if _used:
-        return False
-    _used.append(True)
-    return True
+    """`(first, pid)`: `first` is True at the first call in this context, False after
+    (the controller's -vvv line says from it whether a task's context was started for
+    it or reused); `pid` is this context's process."""
+    first = not _used
+    if first:
+        _used.append(True)
+    return first, os.getpid()
 
 
 def usable_directory(path):
