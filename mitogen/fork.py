@@ -97,7 +97,7 @@ class Connection(mitogen.parent.Connection):
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         random.seed()
         reset_logging_framework()
-        mitogen.core.Dispatcher._error_by_chain_id.clear()
+        mitogen.core.Dispatcher.forget_all_chains()
         sys.meta_path = [f for f in sys.meta_path if not isinstance(f, mitogen.core.Importer)]
         if self.options.on_fork:
             self.options.on_fork()

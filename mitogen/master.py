@@ -349,9 +349,7 @@ class ModuleResponder:
             self.bad_load_module_count += 1
         else:
             self.good_load_module_count += 1
-        self._router._async_route(
-            Message.pickled(tup, dst_id=dst_id, handle=mitogen.core.LOAD_MODULE)
-        )
+        self._router.route_now(Message.pickled(tup, dst_id=dst_id, handle=mitogen.core.LOAD_MODULE))
 
     def _on_get_module(self, msg):
         if msg.is_dead:

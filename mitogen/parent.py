@@ -109,9 +109,9 @@ def _build_preamble():
 
 def get_preamble():
     """Return the compressed bootstrap bundle, building it once."""
-    if mitogen.core._preamble is None:
-        mitogen.core._preamble = _build_preamble()
-    return mitogen.core._preamble
+    if mitogen.core.preamble is None:
+        mitogen.core.preamble = _build_preamble()
+    return mitogen.core.preamble
 
 
 def frame_blob(data):
@@ -538,7 +538,7 @@ class MitogenProtocol(mitogen.core.MitogenProtocol):
         """Ask the child to shut down; it disconnects when done, or the
         Broker forces the stream closed after its shutdown_timeout."""
         LOG.debug("%r: asking context %d to shut down", self, self.remote_id)
-        self._send(Message(dst_id=self.remote_id, handle=mitogen.core.SHUTDOWN))
+        self.send(Message(dst_id=self.remote_id, handle=mitogen.core.SHUTDOWN))
 
 
 # ---------------------------------------------------------------------------
@@ -1294,7 +1294,7 @@ class RouteMonitor:
 
     def _send(self, stream, handle, target_id, name=None):
         data = ("%d:%s" % (target_id, name or "")).encode("utf-8")
-        stream.protocol._send(Message(dst_id=stream.protocol.remote_id, handle=handle, data=data))
+        stream.protocol.send(Message(dst_id=stream.protocol.remote_id, handle=handle, data=data))
 
     def _propagate_up(self, handle, target_id, name=None):
         if self.router.parent_stream is not None:
@@ -1329,7 +1329,7 @@ class RouteMonitor:
             LOG.error("%r: refused ADD_ROUTE %r: not from a direct child", self, msg)
             return
         target_id, name = self._parse(msg)
-        current = self.router._stream_by_id.get(target_id)
+        current = self.router.known_route(target_id)
         if (
             target_id == mitogen.context_id
             or target_id in mitogen.parent_ids
@@ -1353,8 +1353,8 @@ class RouteMonitor:
         target_id, _ = self._parse(msg)
         stream = msg.stream
         if stream is not None and stream is self.router.parent_stream:
-            if self.router._stream_by_id.get(target_id) is None:
-                self.router._on_context_gone(target_id)
+            if self.router.known_route(target_id) is None:
+                self.router.context_gone(target_id)
                 self._propagate_down(mitogen.core.DEL_ROUTE, target_id)
             return
         routes = self._routes_by_stream.get(stream)
@@ -1405,23 +1405,21 @@ class ModuleForwarder:
         if msg.is_dead:
             return
         fullname = msg.data.decode("utf-8")
-        self.importer._request_module(fullname, lambda: self._on_cache(msg.src_id, fullname))
+        self.importer.request_module(fullname, lambda: self._on_cache(msg.src_id, fullname))
 
     def _send(self, dst_id, tup):
         sent = self._sent.setdefault(dst_id, set())
         if tup[0] in sent:
             return
         sent.add(tup[0])
-        self.router._async_route(
-            Message.pickled(tup, dst_id=dst_id, handle=mitogen.core.LOAD_MODULE)
-        )
+        self.router.route_now(Message.pickled(tup, dst_id=dst_id, handle=mitogen.core.LOAD_MODULE))
 
     def _on_cache(self, dst_id, fullname):
-        tup = self.importer._cache.get(fullname)
+        tup = self.importer.cached(fullname)
         if tup is None:
             tup = (fullname, None, None, None, ())
         for name in tup[4]:
-            related = self.importer._cache.get(name)
+            related = self.importer.cached(name)
             if related is not None and related[3] is not None:
                 self._send(dst_id, related)
         self._send(dst_id, tup)

@@ -386,9 +386,8 @@ def connect(path, broker=None, timeout=CONNECT_TIMEOUT):
         stream = mitogen.core.MitogenProtocol.build_stream(router, parent_ids[0])
         stream.name = "unix_listener"
         stream.accept(fd, fd)
-        router.parent_stream = stream
         mitogen.core.listen(stream, "disconnect", broker.shutdown)
-        mitogen.core.Router.register(router, context, stream)
+        router.register_parent(context, stream)
 
     broker.defer_sync(attach)
     LOG.debug("joined the listener at %r as context %d", path, context_id)
