@@ -21,7 +21,7 @@ import zlib
 import mitogen
 import mitogen.core
 import mitogen.parent
-from mitogen.core import LOG, Message
+from mitogen.core import LOG
 
 #: Matches the conventional guard that keeps a script from running when
 #: imported, or the @mitogen.main() decorator that does the same.
@@ -46,7 +46,7 @@ def is_stdlib_name(modname):
     return path.startswith(_STDLIB_PATHS) and "site-packages" not in path
 
 
-def get_child_modules(path, fullname=None):
+def get_child_modules(path):
     """Return the names of the modules and packages directly inside the
     package directory (or directories) `path`."""
     paths = [path] if isinstance(path, str) else list(path)
@@ -340,17 +340,6 @@ class ModuleResponder:
             for related in self._build_tuple(name)[4]:
                 self._build_tuple(related)
 
-    def _send(self, dst_id, tup):
-        sent = self._sent.setdefault(dst_id, set())
-        if tup[0] in sent:
-            return
-        sent.add(tup[0])
-        if tup[3] is None:
-            self.bad_load_module_count += 1
-        else:
-            self.good_load_module_count += 1
-        self._router.route_now(Message.pickled(tup, dst_id=dst_id, handle=mitogen.core.LOAD_MODULE))
-
     def _on_get_module(self, msg):
         if msg.is_dead:
             return
@@ -358,14 +347,15 @@ class ModuleResponder:
         fullname = msg.data.decode("utf-8", "replace")
         try:
             tup = self._build_tuple(fullname)
-            for name in tup[4]:
-                related = self._build_tuple(name)
-                if related[3] is not None:
-                    self._send(msg.src_id, related)
+            related = [self._build_tuple(name) for name in tup[4]]
         except Exception:
             LOG.exception("%r: while serving %r", self, fullname)
-            tup = (fullname, None, None, None, ())
-        self._send(msg.src_id, tup)
+            tup, related = (fullname, None, None, None, ()), ()
+        for sent in mitogen.parent.send_module(self._router, self._sent, msg.src_id, tup, related):
+            if sent[3] is None:
+                self.bad_load_module_count += 1
+            else:
+                self.good_load_module_count += 1
 
 
 class LogForwarder:
@@ -462,10 +452,3 @@ class Router(mitogen.parent.Router):
         self.id_allocator = IdAllocator(self)
         self.responder = ModuleResponder(self)
         self.log_forwarder = LogForwarder(self)
-
-    def enable_debug(self):
-        """Log at DEBUG to /tmp/mitogen.<pid>.log in this process."""
-        handler = mitogen.core.PidfulStreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logging.getLogger("mitogen").addHandler(handler)
-        logging.getLogger("mitogen").setLevel(logging.DEBUG)

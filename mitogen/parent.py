@@ -565,19 +565,13 @@ class Options:
         python_path=None,
         debug=False,
         connect_timeout=None,
-        profiling=False,
-        unidirectional=False,
-        old_router=None,
     ):
         self.name = name
         self.remote_name = remote_name
         self.python_path = python_path or self.default_python_path()
         self.debug = debug
         self.connect_timeout = float(connect_timeout or DEFAULT_CONNECT_TIMEOUT)
-        self.profiling = profiling
-        self.unidirectional = unidirectional
         self.max_message_size = max_message_size
-        self.old_router = old_router
 
     def default_python_path(self):
         return sys.executable
@@ -606,7 +600,6 @@ class Connection:
     sends_preamble = True
 
     proc = None
-    exception = None
     timer = None
     _drain_timer = None
     #: The child's last unterminated line of diagnostic output (a prompt
@@ -753,7 +746,6 @@ class Connection:
         if self._settled:
             return
         self._settled = True
-        self.exception = exc
         self.timer.cancel()
         if self._drain_timer is not None:
             self._drain_timer.cancel()
@@ -910,6 +902,19 @@ def is_password_prompt(text, custom=None, builtin=True):
 def _compile_failures(failures):
     """Compile (kind, pattern) pairs, case-insensitively."""
     return [(kind, re.compile(pattern, re.IGNORECASE)) for kind, pattern in failures]
+
+
+def recv_exact(sock, n):
+    """Read exactly `n` bytes from the blocking socket `sock`.
+
+    :raises EOFError: the peer closed the connection first."""
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise EOFError()
+        buf += chunk
+    return buf
 
 
 def _write_fully(fd, data):
@@ -1407,22 +1412,27 @@ class ModuleForwarder:
         fullname = msg.data.decode("utf-8")
         self.importer.request_module(fullname, lambda: self._on_cache(msg.src_id, fullname))
 
-    def _send(self, dst_id, tup):
-        sent = self._sent.setdefault(dst_id, set())
-        if tup[0] in sent:
-            return
-        sent.add(tup[0])
-        self.router.route_now(Message.pickled(tup, dst_id=dst_id, handle=mitogen.core.LOAD_MODULE))
-
     def _on_cache(self, dst_id, fullname):
-        tup = self.importer.cached(fullname)
-        if tup is None:
-            tup = (fullname, None, None, None, ())
-        for name in tup[4]:
-            related = self.importer.cached(name)
-            if related is not None and related[3] is not None:
-                self._send(dst_id, related)
-        self._send(dst_id, tup)
+        tup = self.importer.cached(fullname) or (fullname, None, None, None, ())
+        related = [self.importer.cached(name) for name in tup[4]]
+        send_module(self.router, self._sent, dst_id, tup, related)
+
+
+def send_module(router, sent, dst_id, tup, related=()):
+    """Answer a GET_MODULE from `dst_id` on the Broker thread: LOAD_MODULE
+    messages for each found module tuple of `related` (None entries are
+    skipped), then for `tup` itself, leaving out modules whose names the set
+    `sent[dst_id]` holds, which it then records. Returns the tuples sent.
+    ModuleResponder (master) and ModuleForwarder (intermediate contexts)
+    both answer through it."""
+    names = sent.setdefault(dst_id, set())
+    out = []
+    for item in [r for r in related if r is not None and r[3] is not None] + [tup]:
+        if item[0] not in names:
+            names.add(item[0])
+            out.append(item)
+            router.route_now(Message.pickled(item, dst_id=dst_id, handle=mitogen.core.LOAD_MODULE))
+    return out
 
 
 class Router(mitogen.core.Router):
@@ -1456,7 +1466,6 @@ class Router(mitogen.core.Router):
 
     def _connect(self, klass, name=None, **kwargs):
         kwargs.setdefault("max_message_size", self.max_message_size)
-        kwargs["old_router"] = self
         conn = klass(klass.options_class(name=name, **kwargs), self)
         context = self.context_class(self, self.allocate_id())
         return conn.connect(context)

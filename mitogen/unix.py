@@ -314,16 +314,6 @@ def listen(router, path=None, backlog=100, allowed_uids=(), grant_authority=Fals
     return stream.protocol
 
 
-def _recv_exact(sock, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise EOFError()
-        buf += chunk
-    return buf
-
-
 def _handshake(path, timeout):
     """Greet the listener; return `(fd, context_id, parent_ids,
     max_message_size)`."""
@@ -334,11 +324,11 @@ def _handshake(path, timeout):
         try:
             sock.sendall(HELLO.pack(MAGIC, os.getpid()))
             magic, context_id, parent_id, max_size, count = REPLY.unpack(
-                _recv_exact(sock, REPLY.size)
+                mitogen.parent.recv_exact(sock, REPLY.size)
             )
             if magic != MAGIC:
                 raise ConnectError("%r is not a mitogen.unix listener", path)
-            data = _recv_exact(sock, count * PARENT_ID.size)
+            data = mitogen.parent.recv_exact(sock, count * PARENT_ID.size)
         except (EOFError, ConnectionError):
             raise ConnectError(
                 "the listener at %r closed the connection "
