@@ -90,11 +90,19 @@ class LatchError(Error):
 
 
 class StreamError(Error):
-    """Raised when a stream cannot be established or carries bad data."""
+    """Raised when a stream cannot be established or carries bad data.
+    A failed connection attempt also sets `kind` (what failed, e.g.
+    'bad_password'; see mitogen.parent.Connection) and `output` (the
+    child's last lines of output, secrets hidden), through via= hops too."""
+
+    kind = None  # type: str | None
+    output = None  # type: str | None
 
 
 class TimeoutError(StreamError):
     """Raised when a blocking operation does not finish in time."""
+
+    kind = "timeout"
 
 
 class ChannelError(Error):

@@ -43,8 +43,8 @@ SOCKET_BUFFER_SIZE = 4 * 1048576
 #: closed, so the message explaining why is not lost.
 DRAIN_TIMEOUT = 1.0
 
-#: Introduces a failed child's last output in error messages (callers that
-#: want the output alone split on it).
+#: Introduces a failed child's last output in error messages (the output
+#: alone is the error's `output` attribute).
 OUTPUT_MARKER = "its last output was:\n"
 
 #: Lines of a child's early output kept for error messages.
@@ -693,23 +693,29 @@ class Connection:
     def on_partial_diag(self, text):
         """Called with an unterminated line of child output: prompts."""
 
-    def _diag_text(self):
+    def _diag_output(self):
         lines = self.diag_lines[-10:]
         if self.diag_partial.strip():
             lines.append(self.diag_partial)
-        if not lines:
-            return "the child printed nothing"
-        return OUTPUT_MARKER + "\n".join(lines)
+        return "\n".join(lines)
+
+    def failure(self, klass, kind, reason):
+        """Return the `klass` exception for failure `kind`, naming what we
+        connect to, `reason` and the child's last output, which it also
+        carries as `output`."""
+        output = self._diag_output()
+        error = klass(
+            "Failed to set up %s: %s; %s",
+            self.describe(),
+            reason,
+            OUTPUT_MARKER + output if output else "the child printed nothing",
+        )
+        error.kind, error.output = kind, output
+        return error
 
     def _on_timeout(self):
-        self._fail(
-            mitogen.core.TimeoutError(
-                "Failed to set up %s: timed out after %.1f seconds; %s",
-                self.describe(),
-                self.options.connect_timeout,
-                self._diag_text(),
-            )
-        )
+        reason = "timed out after %.1f seconds" % (self.options.connect_timeout,)
+        self._fail(self.failure(mitogen.core.TimeoutError, "timeout", reason))
 
     def _on_stdio_disconnect(self):
         """Wait briefly for the diagnostic stream to close too, so the
@@ -726,14 +732,8 @@ class Connection:
 
     def _on_output_drained(self):
         if not self._settled:
-            self._fail(
-                EofError(
-                    "Failed to set up %s: the child exited or closed its "
-                    "connection during bootstrap; %s",
-                    self.describe(),
-                    self._diag_text(),
-                )
-            )
+            reason = "the child exited or closed its connection during bootstrap"
+            self._fail(self.failure(EofError, "eof", reason))
 
     def _close_streams(self):
         broker = self._router.broker
@@ -1068,11 +1068,7 @@ class PromptingConnection(Connection):
     def fail_with(self, kind):
         """Abort the attempt with the exception for failure `kind`; the
         output so far (with an unterminated prompt) is shown."""
-        self._fail(
-            self.error_class(kind)(
-                "Failed to set up %s: %s; %s", self.describe(), self.reason(kind), self._diag_text()
-            )
-        )
+        self._fail(self.failure(self.error_class(kind), kind, self.reason(kind)))
 
     def is_prompt(self, text):
         """True if the unterminated line `text` asks for the password."""
@@ -1485,8 +1481,8 @@ class Router(mitogen.core.Router):
         resp = via_context.call(
             _proxy_connect, name=name, method_name=method_name, kwargs=mitogen.core.Kwargs(kwargs)
         )
-        if resp["msg"] is not None:
-            raise _rebuild_error(resp["type"], resp["msg"])
+        if resp["error"] is not None:
+            raise error_from_dict(resp["error"])
         context = self.context_by_id(resp["id"], name=resp["name"])
         context.via = via_context
         self.broker.defer(self._add_route_via, resp["id"], via_context)
@@ -1536,13 +1532,28 @@ def _prepare_proxy_kwargs(method_name, kwargs):
     return kwargs
 
 
-def _rebuild_error(type_name, msg):
-    modname, _, clsname = type_name.rpartition(".")
-    module = sys.modules.get(modname)
-    klass = getattr(module, clsname, None)
-    if isinstance(klass, type) and issubclass(klass, mitogen.core.Error):
-        return klass(msg)
-    return StreamError(msg)
+def error_to_dict(error):
+    """The serialisable form of a StreamError, which crosses via= hops:
+    {'type': qualified class name, 'msg', 'kind', 'output'}."""
+    return {
+        "type": mitogen.core.qualname(type(error)),
+        "msg": str(error),
+        "kind": error.kind,
+        "output": error.output,
+    }
+
+
+def error_from_dict(data):
+    """Rebuild the exception error_to_dict() described: the same class if it
+    is a loaded StreamError subclass (else StreamError), message, kind and
+    output."""
+    modname, _, clsname = data["type"].rpartition(".")
+    klass = getattr(sys.modules.get(modname), clsname, None)
+    if not (isinstance(klass, type) and issubclass(klass, StreamError)):
+        klass = StreamError
+    error = klass(data["msg"])
+    error.kind, error.output = data["kind"], data["output"]
+    return error
 
 
 def upgrade_router(econtext):
@@ -1560,5 +1571,5 @@ def _proxy_connect(name, method_name, kwargs, econtext):
     try:
         context = econtext.router._connect(get_connection_class(method_name), name=name, **kwargs)
     except mitogen.core.StreamError as e:
-        return {"id": None, "name": None, "msg": str(e), "type": mitogen.core.qualname(type(e))}
-    return {"id": context.context_id, "name": context.name, "msg": None, "type": None}
+        return {"id": None, "name": None, "error": error_to_dict(e)}
+    return {"id": context.context_id, "name": context.name, "error": None}

@@ -159,7 +159,9 @@ def offenders(extra=None):
             if isinstance(node, ast.ImportFrom) and node.module in modules:
                 for alias in node.names:
                     if _is_private(alias.name) and node.module != name:
-                        found.append((rel, node.lineno, node.module + "." + alias.name, "import"))
+                        found.append(
+                            (rel, node.lineno, "%s.%s" % (node.module, alias.name), "import")
+                        )
                 continue
             if isinstance(node, ast.Call) and (
                 isinstance(node.func, ast.Name)
