@@ -205,14 +205,12 @@ def takes_router(func):
 
 def set_nonblock(fd):
     """Set O_NONBLOCK on `fd`."""
-    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-    fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+    os.set_blocking(fd, False)
 
 
 def set_block(fd):
     """Clear O_NONBLOCK on `fd`."""
-    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-    fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
+    os.set_blocking(fd, True)
 
 
 def set_cloexec(fd):
