@@ -70,9 +70,8 @@ ENCODINGS = (ENC_RAW, ENC_PICKLE)
 PICKLE_PROTOCOL = 4
 
 #: The compressed bootstrap bundle this context was started from, kept to
-#: start grandchildren (set by ExternalContext; built lazily in the master).
-#: The compressed bootstrap bundle this context was started with, kept to
-#: start grandchildren (see mitogen.parent.get_preamble()).
+#: start grandchildren (set by ExternalContext; built lazily in the master
+#: by mitogen.parent.get_preamble()).
 preamble = None
 
 
