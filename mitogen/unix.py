@@ -186,7 +186,7 @@ class Listener(mitogen.core.Protocol):
             pass
 
     def on_disconnect(self, broker):
-        mitogen.core.Protocol.on_disconnect(self, broker)
+        super().on_disconnect(broker)
         self._sock.close()
         self._remove_socket()
         self._remove_dir()
@@ -303,7 +303,7 @@ class _Handshake(mitogen.core.Protocol):
 
     def on_disconnect(self, broker):
         self._timer.cancel()
-        mitogen.core.Protocol.on_disconnect(self, broker)
+        super().on_disconnect(broker)
 
 
 def listen(router, path=None, backlog=100, allowed_uids=(), grant_authority=False):
