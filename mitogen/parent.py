@@ -702,7 +702,9 @@ class Connection:
     def failure(self, klass, kind, reason):
         """Return the `klass` exception for failure `kind`, naming what we
         connect to, `reason` and the child's last output, which it also
-        carries as `output`."""
+        carries as `output`. Kinds: 'timeout' and 'eof' here; 'bad_password',
+        'need_password', 'policy' and 'python' (PromptingConnection); 'auth',
+        'hostkey_changed', 'hostkey_unknown' and 'unreachable' (ssh)."""
         output = self._diag_output()
         error = klass(
             "Failed to set up %s: %s; %s",
