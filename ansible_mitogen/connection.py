@@ -151,7 +151,6 @@ class Connection(ConnectionBase):
         self.context: mitogen.parent.Context | None = None
         #: The chain `context` was got for (see _connect()); meaningless without it.
         self._stack: list[dict[str, Any]] | None = None
-        self.init_child_result: dict[str, Any] = {}
         self._task_vars: dict[str, Any] = {}
         #: (the task variables it was derived from, python_path()).
         self._python_path: tuple[dict[str, Any], str | list[str]] | None = None
@@ -235,7 +234,6 @@ class Connection(ConnectionBase):
             raise error
         self.context = result["context"]
         self._stack = stack
-        self.init_child_result = result["init_child_result"]
         self._connected = True
         return self
 

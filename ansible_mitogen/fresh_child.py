@@ -74,15 +74,15 @@ def _open_fds():
     return range(3, 65536)
 
 
-def _use_descriptors(stdout_fd, stderr_fd):
+def _use_descriptors(stdout_fd, stderr_fd, keep=()):
     """/dev/null, `stdout_fd` and `stderr_fd` as fds 0, 1 and 2, and no
-    other descriptor open."""
+    other descriptor open but those in `keep`."""
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(stdout_fd, 1)
     os.dup2(stderr_fd, 2)
     for fd in _open_fds():
-        if fd > 2:
+        if fd > 2 and fd not in keep:
             try:
                 os.close(fd)
             except OSError:
@@ -167,11 +167,11 @@ def _forget_exit_handlers():
         atexit.register(weakref.finalize._exitfunc)
 
 
-def reset(stdout_fd, stderr_fd):
+def reset(stdout_fd, stderr_fd, keep=()):
     """Run first in a forked child: stdio on /dev/null, `stdout_fd` and
     `stderr_fd`, and as little as possible inherited from the context (its
-    importer too: it imports over the link)."""
-    _use_descriptors(stdout_fd, stderr_fd)
+    importer too: it imports over the link); fds in `keep` stay open."""
+    _use_descriptors(stdout_fd, stderr_fd, keep)
     _fresh_stdio()
     _restore_signals()
     _reset_logging()

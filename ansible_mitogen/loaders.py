@@ -5,9 +5,9 @@ task_executor.py import the loaders by name, so module globals must stay as they
 
 - `connection_loader.get_with_context`: when called for a task (from
   `TaskExecutor._get_connection`, or from `StrategyBase._execute_meta` through `get()` for
-  `meta: reset_connection`), a connection name found in the redirect map is loaded as the
-  mapped plugin instead. Every other caller, and every `class_only=True` call, gets the
-  original behaviour.
+  `meta: reset_connection`; the series' compat.SeriesFacts.task_callers), a connection name
+  found in the redirect map is loaded as the mapped plugin instead. Every other caller, and
+  every `class_only=True` call, gets the original behaviour.
 - `action_loader.get_with_context`: when an action plugin is built for a connection whose
   class says `is_mitogen_connection = True` and an action mixin is configured, the instance
   becomes an instance of a subclass with the mixin in front of the real action class.
@@ -25,9 +25,7 @@ from types import CodeType, FrameType
 from typing import Any
 
 from ansible.errors import AnsibleError
-from ansible.executor.task_executor import TaskExecutor
 from ansible.plugins import loader as plugin_loader
-from ansible.plugins.strategy import StrategyBase
 
 from ansible_mitogen import compat
 
@@ -156,12 +154,12 @@ def _check_mixin(mixin: type | None) -> type | None:
 
 
 def _remember_callers() -> None:
-    """Code objects identifying task contexts, and the loader frames between them and us."""
+    """Code objects identifying task contexts, and the loader frames between them and us
+    (compat.SeriesFacts.task_callers and passthrough_callers)."""
     global _task_callers, _passthrough_callers
-    _task_callers = frozenset(
-        {TaskExecutor._get_connection.__code__, StrategyBase._execute_meta.__code__}
-    )
-    _passthrough_callers = frozenset({plugin_loader.PluginLoader.get.__code__})
+    facts = compat.facts()
+    _task_callers = frozenset(map(compat.code_of, facts.task_callers))
+    _passthrough_callers = frozenset(map(compat.code_of, facts.passthrough_callers))
 
 
 def _wrap_loaders() -> _Installed:

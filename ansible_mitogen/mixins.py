@@ -68,7 +68,9 @@ def module_interpreter(shebang: str | None) -> str | None:
 
 
 class ActionModuleMixin:
-    """Overrides of ActionBase for Mitogen connections."""
+    """Overrides of ActionBase for Mitogen connections. The private ActionBase
+    methods replaced here are compat.SeriesFacts.action_overrides, checked
+    against each series' ActionBase by tests/ansible/test_series.py."""
 
     _connection: Any
     _loader: Any
@@ -118,8 +120,10 @@ class ActionModuleMixin:
         executable: str | None = None,
         encoding_errors: str = "surrogate_then_replace",
         chdir: str | None = None,
-        **kwargs: Any,
+        process_result: Callable[[Any, bytes, bytes], tuple[Any, bytes, bytes]] | None = None,
     ) -> dict[str, Any]:
+        """Stock's, but a pipelined new-style module runs in the target (module_runner.py).
+        `process_result` is 2.21's; earlier series never pass it."""
         if executable is None:
             executable = self._play_context.executable
         if not executable and sudoable and self._connection.become:
@@ -148,7 +152,6 @@ class ActionModuleMixin:
             rc, stdout, stderr = self._connection.exec_command(
                 cmd, in_data=in_data, sudoable=sudoable, executable=executable or None, chdir=chdir
             )
-        process_result = kwargs.get("process_result")
         if process_result is not None:
             rc, stdout, stderr = process_result(rc, stdout, stderr)
         out = to_text(stdout, errors=encoding_errors)

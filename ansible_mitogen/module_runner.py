@@ -26,10 +26,13 @@ import errno
 import io
 import json
 import os
+import pickle
 import select
+import selectors
 import shutil
 import sys
 import tempfile
+import threading
 import types
 import warnings
 import zipfile
@@ -42,7 +45,9 @@ from ansible_mitogen import fresh_child, target
 #: says stock's task directory for the module would be in it (else
 #: AnsibleModule makes it, and warns that it did). Run by `python -c` with
 #: the modlib path in argv[1] and the spec as JSON on stdin, or exec'd here
-#: for the forked runs.
+#: for the forked runs. Its `_loader.run_module()` call is the one the
+#: wrapper of every supported ansible-core series makes (this side cannot
+#: read compat.TABLE; tests/ansible/test_series.py checks it per series).
 LAUNCHER = r"""
 import json
 import os
@@ -161,6 +166,38 @@ def _warm_up(modlib):
     return _state["warm"]
 
 
+def _selector_class(base):
+    """`base`, except that select() with nothing registered returns at once."""
+
+    class Selector(base):
+        def select(self, timeout=None):
+            if not self.get_map():
+                return []
+            return base.select(self, timeout)
+
+    return Selector
+
+
+def _close_run_command_race():
+    """AnsibleModule.run_command() can sleep a whole second after its command
+    has ended: when both pipes report EOF before the command is reaped, its
+    first poll() finds it still running and its second reaps it, so the loop
+    goes round once more and selects on no pipes with a 1 s timeout (strace:
+    `wait4(..., WNOHANG) = 0`, SIGCHLD, `wait4 = pid`, `poll([], 0, 1000)`).
+    Stock Ansible loses that second too (1-5 of 100 loop items here). With no
+    pipe left that loop always ends on its next test, so basic.py's selectors
+    are given ones that return at once when nothing is registered."""
+    basic = sys.modules.get("ansible.module_utils.basic")
+    if basic is None or getattr(basic, "selectors", None) is not selectors:
+        return
+    shim = types.ModuleType("selectors")
+    shim.__dict__.update(selectors.__dict__)
+    for name in ("PollSelector", "SelectSelector"):
+        if hasattr(selectors, name):
+            setattr(shim, name, _selector_class(getattr(selectors, name)))
+    basic.selectors = shim
+
+
 def _point_packages_at(modlib):
     """Make `ansible` packages imported from an earlier modlib look into
     this one first, for the module_utils only this module ships."""
@@ -170,21 +207,38 @@ def _point_packages_at(modlib):
             path.insert(0, os.path.join(modlib, *name.split(".")))
 
 
-def _run_in_child(spec, modlib, env, chdir, out_w, err_w):
-    """Body of the forked child: run the module with stdout and stderr on
-    the given pipes, as a fresh interpreter would run it; never returns."""
+def _read_to_eof(fd):
+    chunks = []
+    while True:
+        data = os.read(fd, 65536)
+        if not data:
+            return b"".join(chunks)
+        chunks.append(data)
+
+
+def _spare_main(spec_r, out_w, err_w):
+    """Body of a spare child: become a fresh interpreter, then wait for the
+    run's arguments on `spec_r` and run the module with stdout and stderr on
+    the given pipes; exit quietly at EOF (the context is gone or shutting
+    down). Never returns."""
     status, interrupted = 1, False
     try:
         try:
             os.setsid()
         except OSError:
             pass  # the parent's setpgid() came first: a group of our own already
-        fresh_child.reset(out_w, err_w)
+        fresh_child.reset(out_w, err_w, keep=(spec_r,))
+        data = _read_to_eof(spec_r)
+        os.close(spec_r)
+        if not data:
+            os._exit(0)
+        spec, modlib, env, chdir = pickle.loads(data)
         try:
             os.environ.update(env)
             target.enter_directory(chdir)
             sys.dont_write_bytecode = False  # the next run imports the modlib's bytecode
             _point_packages_at(modlib)
+            _close_run_command_race()
             _launcher()(spec, modlib)
             status = 0
         except BaseException as e:
@@ -192,6 +246,64 @@ def _run_in_child(spec, modlib, env, chdir, out_w, err_w):
             status = fresh_child.exit_status(e)
     finally:
         fresh_child.finish(status, interrupted)
+
+
+def _fork_spare():
+    """Fork a spare child; return `(pid, spec_w, out_r, err_r)`."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    spec_r, spec_w = os.pipe()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        for fd in (spec_w, out_r, err_r):
+            os.close(fd)
+        _spare_main(spec_r, out_w, err_w)
+    try:
+        os.setpgid(pid, pid)
+    except OSError:
+        pass
+    target.running.add(pid)
+    for fd in (spec_r, out_w, err_w):
+        os.close(fd)
+    return pid, spec_w, out_r, err_r
+
+
+#: Guards the spare: runs may come from more than one thread.
+_spare_lock = threading.Lock()
+
+
+def _take_spare():
+    """The spare forked during the last run, or a new one; a new spare is
+    forked for the next run meanwhile."""
+    with _spare_lock:
+        spare = _state.pop("spare", None) or _fork_spare()
+    return spare
+
+
+def _put_next_spare():
+    spare = _fork_spare()
+    with _spare_lock:
+        spare, _state["spare"] = _state.get("spare"), spare
+    if spare is not None:
+        _discard(spare)
+
+
+def _discard(spare):
+    pid, spec_w, out_r, err_r = spare
+    for fd in (spec_w, out_r, err_r):
+        os.close(fd)
+    os.waitpid(pid, 0)
+    target.running.discard(pid)
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _collect(pid, out_r, err_r):
@@ -212,25 +324,22 @@ def _collect(pid, out_r, err_r):
 
 
 def _run_forked(spec, modlib, env, chdir):
-    sys.stdout.flush()
-    sys.stderr.flush()
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:
-        os.close(out_r)
-        os.close(err_r)
-        _run_in_child(spec, modlib, env, chdir, out_w, err_w)
+    """Run the module in a spare child, and fork the next run's spare while
+    it runs, so that neither the fork nor the child's reset to a fresh
+    interpreter is on the next run's critical path. Each child serves one
+    run: module globals never leak from one task into the next."""
+    run = pickle.dumps((spec, modlib, env, chdir), 2)
+    spare = _take_spare()
     try:
-        os.setpgid(pid, pid)
-    except OSError:
-        pass
-    target.running.add(pid)
-    os.close(out_w)
-    os.close(err_w)
+        _write_all(spare[1], run)
+    except OSError:  # the spare died (killed?): use a new one
+        _discard(spare)
+        spare = _fork_spare()
+        _write_all(spare[1], run)
+    pid, spec_w, out_r, err_r = spare
+    os.close(spec_w)
     try:
+        _put_next_spare()
         return _collect(pid, out_r, err_r)
     finally:
         target.running.discard(pid)

@@ -14,12 +14,11 @@ they were started through, are never shut down.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import logging
 import os
 import threading
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -144,83 +143,125 @@ class Limits:
         return cls(**values)
 
 
-@dataclass
-class _Entry:
+@dataclass(eq=False)
+class Chain:
+    """One interpreter kept up: the last context of a chain of hops.
+
+    `parent` is the chain it was started through (its `via`; None for a root,
+    started by the mux itself), `children` those started through it, `users`
+    the workers holding it. `key` (stack_key()) and `context` are what
+    ContextService finds it by and hands out; bare bookkeeping may leave them
+    out."""
+
+    context_id: int
     target: str
-    parent: int | None
-    last_used: int
-    children: set[int] = field(default_factory=set)
+    parent: Chain | None = None
+    key: str | None = None
+    context: mitogen.parent.Context | None = None
     users: int = 0
+    children: list[Chain] = field(default_factory=list)
 
 
 class InterpreterTable:
     """Which interpreters are up, on which machine, which are in use, and
     which to shut down when a limit is exceeded.
 
-    An entry is a context ID with its target machine (see hop_target()) and
-    the context it was started through. A worker `acquire()`s the context it
-    runs in and `release()`s it after the task; a context with children is
-    never picked (they would die with it), so neither are the contexts an
-    in-use one was started through. `victims()` picks, least recently used
-    first, idle childless interpreters of the machine over `per_host`, then
-    of any machine while the table is over `total`, and removes them. Pure
-    bookkeeping: the owner serialises calls.
+    One Chain record per interpreter, in one mapping by context ID kept in
+    least recently used order (plus an index of the same records by key). A
+    worker `acquire()`s the context it runs in and `release()`s it after the
+    task, which makes it and every chain it runs through the most recently
+    used; a chain with children is never picked (they would die with it), so
+    neither are the chains an in-use one was started through. `victims()`
+    picks, least recently used first, idle childless interpreters of the
+    machine over `per_host`, then of any machine while the table is over
+    `total`, and removes them. Pure bookkeeping: the owner serialises calls.
     """
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
-        self._entries: dict[int, _Entry] = {}
+        #: Least recently used first.
+        self._chains: OrderedDict[int, Chain] = OrderedDict()
+        self._by_key: dict[str, Chain] = {}
         self._per_target: Counter[str] = Counter()
-        self._clock = itertools.count(1)
 
     def __contains__(self, context_id: object) -> bool:
-        return context_id in self._entries
+        return context_id in self._chains
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._chains)
+
+    def context_ids(self) -> set[int]:
+        """IDs of the interpreters up."""
+        return set(self._chains)
 
     def count(self, target: str) -> int:
         """Interpreters up on `target`."""
         return self._per_target[target]
 
-    def add(self, context_id: int, target: str, parent: int | None = None) -> None:
-        """Record a new idle interpreter on `target`, started through `parent`."""
-        self._entries[context_id] = _Entry(target, parent, next(self._clock))
+    def by_key(self, key: str) -> Chain | None:
+        """The chain added with `key`, if it is up."""
+        return self._by_key.get(key)
+
+    def roots(self) -> list[Chain]:
+        """The chains the mux started itself (every other one dies with its root)."""
+        return [chain for chain in self._chains.values() if chain.parent is None]
+
+    def add(
+        self,
+        context_id: int,
+        target: str,
+        parent: int | None = None,
+        key: str | None = None,
+        context: mitogen.parent.Context | None = None,
+    ) -> Chain:
+        """Record a new idle interpreter on `target`, started through `parent`
+        (a root if that is not up), as the most recently used."""
+        via = self._chains.get(parent) if parent is not None else None
+        chain = Chain(context_id, target, via, key, context)
+        self._chains[context_id] = chain
         self._per_target[target] += 1
-        if parent in self._entries:
-            self._entries[parent].children.add(context_id)
+        if via is not None:
+            via.children.append(chain)
+        if key is not None:
+            self._by_key[key] = chain
+        return chain
 
     def acquire(self, context_id: int) -> None:
         """A worker starts using `context_id` (and so every context above it)."""
-        self._entries[context_id].users += 1
-        self._touch(context_id)
+        chain = self._chains[context_id]
+        chain.users += 1
+        self._touch(chain)
 
     def release(self, context_id: int) -> None:
         """A worker is done with `context_id` (ignored if it is gone)."""
-        entry = self._entries.get(context_id)
-        if entry is not None and entry.users:
-            entry.users -= 1
-            self._touch(context_id)
+        chain = self._chains.get(context_id)
+        if chain is not None and chain.users:
+            chain.users -= 1
+            self._touch(chain)
 
-    def _touch(self, context_id: int | None) -> None:
-        now = next(self._clock)
-        while context_id in self._entries:
-            entry = self._entries[context_id]
-            entry.last_used = now
-            context_id = entry.parent
+    def _touch(self, chain: Chain | None) -> None:
+        while chain is not None:
+            self._chains.move_to_end(chain.context_id)
+            chain = chain.parent
 
     def remove(self, context_id: int) -> list[int]:
         """Forget `context_id` and every context started through it (they
         are gone with it); returns the IDs forgotten."""
-        entry = self._entries.pop(context_id, None)
-        if entry is None:
+        chain = self._chains.get(context_id)
+        if chain is None:
             return []
-        self._per_target[entry.target] -= 1
-        if entry.parent in self._entries:
-            self._entries[entry.parent].children.discard(context_id)
-        removed = [context_id]
-        for child in sorted(entry.children):
-            removed += self.remove(child)
+        if chain.parent is not None:
+            chain.parent.children.remove(chain)
+        return self._forget(chain)
+
+    def _forget(self, chain: Chain) -> list[int]:
+        del self._chains[chain.context_id]
+        self._per_target[chain.target] -= 1
+        if chain.key is not None and self._by_key.get(chain.key) is chain:
+            del self._by_key[chain.key]
+        removed = [chain.context_id]
+        for child in chain.children:
+            removed += self._forget(child)
         return removed
 
     def victims(self, target: str) -> list[int]:
@@ -230,60 +271,43 @@ class InterpreterTable:
         while self._per_target[target] > self.limits.per_host:
             if not self._pick(chosen, target):
                 break
-        while len(self._entries) > self.limits.total:
+        while len(self._chains) > self.limits.total:
             if not self._pick(chosen, None):
                 break
         return chosen
 
     def _pick(self, chosen: list[int], target: str | None) -> bool:
-        idle = [
-            (entry.last_used, context_id)
-            for context_id, entry in self._entries.items()
-            if not entry.users and not entry.children and target in (None, entry.target)
-        ]
-        if not idle:
-            return False
-        context_id = min(idle)[1]
-        self.remove(context_id)
-        chosen.append(context_id)
-        return True
+        for chain in self._chains.values():
+            if not chain.users and not chain.children and target in (None, chain.target):
+                self.remove(chain.context_id)
+                chosen.append(chain.context_id)
+                return True
+        return False
 
 
 class ContextService(mitogen.service.Service):
     """Create, share, count and evict the contexts Ansible tasks run in.
 
-    A worker's get() acquires every hop of its chain while building it (so
-    none can be shut down under it) and keeps the last one until put(); the
-    InterpreterTable's victims for the machines the chain touches are then
-    shut down."""
+    All it knows of them is one InterpreterTable under one lock. A worker's
+    get() acquires every hop of its chain while building it (so none can be
+    shut down under it) and keeps the last one until put(); the table's
+    victims for the machines the chain touches are then shut down."""
 
     def __init__(self, router: mitogen.parent.Router, limits: Limits | None = None) -> None:
         super().__init__(router)
         self.limits = limits or Limits()
         self._lock = threading.Lock()
-        self._by_key: dict[str, mitogen.parent.Context] = {}
-        self._key_by_id: dict[int, str] = {}
-        self._init_results: dict[int, dict[str, Any]] = {}
         self._table = InterpreterTable(self.limits)
         self._starting = mitogen.service.Deduplicator()
 
     def context_ids(self) -> set[int]:
         """IDs of the contexts kept up now (in use or idle)."""
         with self._lock:
-            return set(self._key_by_id)
-
-    def _drop(self, context_ids: list[int]) -> None:
-        """Forget the keys of contexts the table no longer has; lock held."""
-        for context_id in context_ids:
-            key = self._key_by_id.pop(context_id, None)
-            context = self._by_key.get(key) if key is not None else None
-            if key is not None and context is not None and context.context_id == context_id:
-                del self._by_key[key]
-            self._init_results.pop(context_id, None)
+            return self._table.context_ids()
 
     def _forget(self, context_id: int) -> None:
         with self._lock:
-            self._drop([context_id] + self._table.remove(context_id))
+            self._table.remove(context_id)
 
     def _acquire_hop(
         self, key: str, hop: dict[str, Any], target: str, via: mitogen.parent.Context | None
@@ -292,10 +316,10 @@ class ContextService(mitogen.service.Service):
         started once even when many workers ask at the same time."""
         for _ in range(START_ATTEMPTS):
             with self._lock:
-                context = self._by_key.get(key)
-                if context is not None:
-                    self._table.acquire(context.context_id)
-                    return context
+                chain = self._table.by_key(key)
+                if chain is not None and chain.context is not None:
+                    self._table.acquire(chain.context_id)
+                    return chain.context
             self._starting.run(key, lambda: self._start_hop(key, hop, target, via))
         raise mitogen.core.StreamError(
             "%s to %s disconnected as soon as it started" % (hop["method"], target)
@@ -305,22 +329,20 @@ class ContextService(mitogen.service.Service):
         self, key: str, hop: dict[str, Any], target: str, via: mitogen.parent.Context | None
     ) -> None:
         with self._lock:
-            if key in self._by_key:
+            if self._table.by_key(key) is not None:
                 return
         kwargs = dict(hop["kwargs"])
         if via is not None:
             kwargs["via"] = via
         context = self.router.connect(hop["method"], **kwargs)
-        init = context.call(ansible_mitogen.target.init_child)
+        context.call(ansible_mitogen.target.init_child)
         with self._lock:
-            self._by_key[key] = context
-            self._key_by_id[context.context_id] = key
-            self._init_results[context.context_id] = init
-            self._table.add(context.context_id, target, via.context_id if via is not None else None)
+            parent = via.context_id if via is not None else None
+            self._table.add(context.context_id, target, parent, key, context)
             # A disconnect from now on waits for the lock; one before has removed the route.
             mitogen.core.listen(context, "disconnect", lambda: self._forget(context.context_id))
             if self.router.stream_by_id(context.context_id) is None:
-                self._drop([context.context_id] + self._table.remove(context.context_id))
+                self._table.remove(context.context_id)
 
     def _release(self, contexts: list[mitogen.parent.Context]) -> None:
         """Release `contexts`; lock held."""
@@ -332,7 +354,6 @@ class ContextService(mitogen.service.Service):
         while picking, so no worker gets a context being shut down."""
         with self._lock:
             victims = [v for target in sorted(targets) for v in self._table.victims(target)]
-            self._drop(victims)
         for context_id in victims:
             LOG.debug(
                 "%r: shutting down idle context %d (interpreter limits %r)",
@@ -345,9 +366,9 @@ class ContextService(mitogen.service.Service):
     @expose(AllowParents())
     @arg_spec({"stack": list})
     def get(self, stack: list[dict[str, Any]]) -> dict[str, Any]:
-        """Return `{'context', 'init_child_result', 'msg': None}` for the
-        chain `stack`, or `{'msg': error, 'method_name': hop method}`. The
-        caller must put() the context back."""
+        """Return `{'context', 'msg': None}` for the chain `stack`, or
+        `{'msg': error, 'method_name': hop method}`. The caller must put() the
+        context back."""
         path: list[mitogen.parent.Context] = []
         targets: set[str] = set()
         target = None
@@ -368,15 +389,15 @@ class ContextService(mitogen.service.Service):
         context = path[-1]
         with self._lock:
             self._release(path[:-1])
-            init = self._init_results.get(context.context_id)
+            up = context.context_id in self._table
         self._evict(targets)
-        if init is None:
+        if not up:
             self.put(context)
             return failure(
                 mitogen.core.StreamError("the connection to %s closed as it started" % (target,)),
                 stack[-1]["method"],
             )
-        return {"context": context, "init_child_result": init, "msg": None, "method_name": None}
+        return {"context": context, "msg": None, "method_name": None}
 
     @expose(AllowParents())
     @arg_spec({"context": mitogen.core.Context})
@@ -391,9 +412,9 @@ class ContextService(mitogen.service.Service):
         """Shut down the chain for `stack` from its first hop, so the next
         get() starts afresh (meta: reset_connection). Returns True if
         something was running."""
-        key = stack_key(stack[:1])
         with self._lock:
-            context = self._by_key.get(key)
+            chain = self._table.by_key(stack_key(stack[:1]))
+            context = chain.context if chain is not None else None
         if context is None:
             return False
         self._forget(context.context_id)
@@ -402,6 +423,7 @@ class ContextService(mitogen.service.Service):
 
     def on_shutdown(self) -> None:
         with self._lock:
-            roots = [self._by_key[k] for k in list(self._by_key) if len(json.loads(k)) == 1]
+            roots = [chain.context for chain in self._table.roots()]
         for context in roots:
-            context.shutdown()
+            if context is not None:
+                context.shutdown()

@@ -30,10 +30,8 @@ def _kill_running():
 
 @mitogen.core.takes_router
 def init_child(router):
-    """First call into a new target: arrange the cleanup above and return
-    facts the controller keeps."""
+    """First call into a new target: arrange the cleanup above."""
     mitogen.core.listen(router.broker, "shutdown", _kill_running)
-    return {"home_dir": os.path.expanduser("~"), "pid": os.getpid()}
 
 
 def usable_directory(path):

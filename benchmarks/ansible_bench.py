@@ -12,13 +12,18 @@ cost). Needs root.
 The hosts are 10 loopback sshds (127.0.0.1-10); `--hosts N` makes them N
 network-namespace hosts instead (tests/testbed/netns.py), for the
 multi-host workload "20 tasks x N hosts" run with `--forks` (default N).
+Loop workloads also print per-item latency (from ansible's log timestamps):
+median, 90th percentile, maximum and the number of stalls (items > 0.5 s);
+`--stall-items N` runs one mitogen_linear loop of N items for that alone.
 Runs are made with bytecode writing on, as users have it.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -44,6 +49,10 @@ FLEET_TASKS = 20
 CPUACCT = "/sys/fs/cgroup/cpuacct"
 #: Seconds allowed for the hosts' sessions to end after a run.
 SESSION_END_TIMEOUT = 30.0
+#: An item slower than this counts as a stall.
+STALL_SECONDS = 0.5
+#: A loop item's result line in ansible's log.
+ITEM_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*\(item=")
 
 
 def tasks(body: str, count: int) -> str:
@@ -192,6 +201,34 @@ class Result:
     target_cpu: float | None
     wire: int
     ok: bool
+    #: Seconds between consecutive loop items' results.
+    item_gaps: list[float]
+
+
+def item_gaps(log_path: str) -> list[float]:
+    """Seconds between the loop item results ansible logged to `log_path`."""
+    stamps = []
+    with open(log_path, errors="replace") as fp:
+        for line in fp:
+            match = ITEM_LINE.match(line)
+            if match:
+                stamps.append(datetime.datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S,%f"))
+    return [(b - a).total_seconds() for a, b in zip(stamps, stamps[1:], strict=False)]
+
+
+def latency_summary(gaps: list[float]) -> str:
+    """'items 99: median 22 ms, p90 30 ms, max 41 ms, 0 stalls'"""
+    ordered = sorted(gaps)
+    if not ordered:
+        return "no items"
+    return "items %d: median %.0f ms, p90 %.0f ms, max %.0f ms, %d stalls (> %.1f s)" % (
+        len(ordered) + 1,
+        ordered[len(ordered) // 2] * 1000,
+        ordered[int(len(ordered) * 0.9)] * 1000,
+        ordered[-1] * 1000,
+        sum(1 for g in ordered if g > STALL_SECONDS),
+        STALL_SECONDS,
+    )
 
 
 @dataclass
@@ -231,6 +268,9 @@ def reap_control_masters(control_dir: str) -> float:
 
 def run(playbook: str, hosts: Hosts, strategy: str, workdir: str) -> Result:
     control_dir = os.path.join(workdir, "cp")
+    log_path = os.path.join(workdir, "ansible.log")
+    if os.path.exists(log_path):
+        os.unlink(log_path)
     env = dict(
         os.environ,
         ANSIBLE_STRATEGY=strategy,
@@ -241,6 +281,7 @@ def run(playbook: str, hosts: Hosts, strategy: str, workdir: str) -> Result:
         ANSIBLE_DEPRECATION_WARNINGS="false",
         ANSIBLE_LOCAL_TEMP=os.path.join(workdir, "local-tmp"),
         ANSIBLE_SSH_CONTROL_PATH_DIR=control_dir,
+        ANSIBLE_LOG_PATH=log_path,
         PYTHONPATH=ROOT,
     )
     env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -269,6 +310,7 @@ def run(playbook: str, hosts: Hosts, strategy: str, workdir: str) -> Result:
         None if target_after is None or target_before is None else target_after - target_before,
         wire_bytes(hosts.veth) - wire,
         proc.returncode == 0,
+        item_gaps(log_path) if os.path.exists(log_path) else [],
     )
 
 
@@ -295,11 +337,17 @@ def main() -> None:
         "--hosts", type=int, help="run on this many network-namespace hosts (1-250)"
     )
     parser.add_argument("--forks", type=int, help="Ansible forks (default: one per host)")
+    parser.add_argument(
+        "--stall-items", type=int, help="only run one mitogen_linear loop of this many items"
+    )
     args = parser.parse_args()
     with Testbed() as bed, tempfile.TemporaryDirectory() as workdir:
         hosts = start_hosts(bed, args.hosts, args.forks, workdir)
         try:
-            compare(hosts, workdir, args.only)
+            if args.stall_items:
+                stall_check(hosts, workdir, args.stall_items)
+            else:
+                compare(hosts, workdir, args.only)
         finally:
             if hosts.target_cpu:
                 hosts.target_cpu.close()
@@ -350,6 +398,25 @@ def compare(hosts: Hosts, workdir: str, only: str | None) -> None:
                 ),
                 flush=True,
             )
+            if result.item_gaps:
+                print("%-24s %-15s %s" % ("", "", latency_summary(result.item_gaps)))
+
+
+def stall_check(hosts: Hosts, workdir: str, items: int) -> None:
+    """One mitogen_linear loop of `items` items: its per-item latency."""
+    playbook = os.path.join(workdir, "play.yml")
+    with open(playbook, "w") as fp:
+        fp.write(
+            play(
+                "h1",
+                '    - command: echo {{ item }}\n      loop: "{{ range(%d) | list }}"\n' % items,
+            )
+        )
+    result = run(playbook, hosts, "mitogen_linear", workdir)
+    print(
+        "loop x%d mitogen_linear %.2f s wall, %s%s"
+        % (items, result.wall, latency_summary(result.item_gaps), "" if result.ok else "  FAILED")
+    )
 
 
 if __name__ == "__main__":

@@ -868,6 +868,16 @@ class Stream:
         self.protocol.on_disconnect(broker)
         fire(self, "disconnect")
 
+    def pending_bytes(self):
+        """Bytes queued for transmission; call on the Broker thread."""
+        pending = getattr(self.protocol, "pending_bytes", None)
+        return pending() if pending else 0
+
+
+class IoLogger(Stream):
+    """The Stream IoLoggerProtocol.build_stream() returns: it logs each
+    line written to a descriptor (ExternalContext.stdout_log, stderr_log)."""
+
 
 class Protocol:
     """Interpret a Stream's bytes. Subclasses override on_receive()."""
@@ -907,6 +917,21 @@ class Protocol:
             stream.transmit_side.close()
 
 
+class BasicStream(Stream):
+    """The older Stream, for subclasses that implement on_receive() and
+    on_transmit() themselves: on_disconnect() closes both sides and stops
+    watching them, on_shutdown() calls on_disconnect()."""
+
+    def on_shutdown(self, broker):
+        fire(self, "shutdown")
+        self.on_disconnect(broker)
+
+    def on_disconnect(self, broker):
+        if self.protocol is None:
+            self.set_protocol(Protocol())
+        Stream.on_disconnect(self, broker)
+
+
 class DelimitedProtocol(Protocol):
     """Split the byte stream into lines, calling on_line_received() for
     each. on_line_received() returns False after switching the stream to
@@ -942,6 +967,8 @@ class DelimitedProtocol(Protocol):
 
 class IoLoggerProtocol(DelimitedProtocol):
     """Log each line written to a descriptor (a child's stdout/stderr)."""
+
+    stream_class = IoLogger
 
     @classmethod
     def build_stream(cls, name, dest_fd):

@@ -46,6 +46,12 @@ class Options(mitogen.parent.Options):
         self.on_start = on_start
 
 
+class Process(mitogen.parent.Process):
+    """A child made by fork(): its stdin and stdout are the one socket the
+    parent talks to it on, and it is not a new program, so it is reaped
+    like any other child (see mitogen.parent.Reaper)."""
+
+
 def reset_logging_framework():
     """Drop every handler inherited from the parent."""
     for logger in [logging.getLogger()] + [
@@ -75,7 +81,7 @@ class Connection(mitogen.parent.Connection):
         if pid:
             child_sock.close()
             fd = parent_sock.detach()
-            return mitogen.parent.Process(pid, stdin=fd, stdout=fd)
+            return Process(pid, stdin=fd, stdout=fd)
         try:
             parent_sock.close()
             self._child_main(child_sock.detach(), config)

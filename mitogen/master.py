@@ -21,7 +21,14 @@ import zlib
 import mitogen
 import mitogen.core
 import mitogen.parent
+import mitogen.process_monitor
+import mitogen.select
 from mitogen.core import LOG
+
+# Names the public API document gives under mitogen.master.
+Context = mitogen.parent.Context
+Select = mitogen.select.Select
+ProcessMonitor = mitogen.process_monitor.ProcessMonitor
 
 #: Matches the conventional guard that keeps a script from running when
 #: imported, or the @mitogen.main() decorator that does the same.

@@ -29,8 +29,19 @@ import tty
 import zlib
 
 import mitogen
+import mitogen.blocking_io
 import mitogen.core
+import mitogen.kqueue_poller
 from mitogen.core import LOG, Message, StreamError, listen
+
+# Names the reference documents give under mitogen.parent, defined elsewhere.
+Timer = mitogen.core.Timer
+TimerList = mitogen.core.TimerList
+KqueuePoller = mitogen.kqueue_poller.KqueuePoller
+discard_until = mitogen.blocking_io.discard_until
+iter_read = mitogen.blocking_io.iter_read
+write_all = mitogen.blocking_io.write_all
+close_nonstandard_fds = mitogen.blocking_io.close_nonstandard_fds
 
 #: Seconds a connection attempt may take by default.
 DEFAULT_CONNECT_TIMEOUT = 30.0

@@ -60,6 +60,15 @@ def log_and_print(text):
 
 
 @mitogen.core.takes_econtext
+def stdio_logger_types(econtext):
+    """The class of the streams logging this child's stdout and stderr."""
+    return [
+        type(s).__module__ + "." + type(s).__name__
+        for s in (econtext.stdout_log, econtext.stderr_log)
+    ]
+
+
+@mitogen.core.takes_econtext
 def write_raw_to_parent(data, econtext):
     """Write raw bytes straight onto the link to the parent."""
     os.write(econtext.router.parent_stream.transmit_side.fd, data)

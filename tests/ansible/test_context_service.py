@@ -99,6 +99,17 @@ def test_an_idle_parent_goes_after_its_children() -> None:
     assert t.victims(A) == [2, 1]
 
 
+def test_using_a_chain_uses_the_contexts_it_runs_through() -> None:
+    t = table(per_host=1)
+    t.add(1, A)
+    t.add(2, A, parent=1)
+    t.add(3, A)
+    t.acquire(2)
+    t.release(2)  # 1 was used after 3, through 2
+    t.remove(2)
+    assert t.victims(A) == [3]
+
+
 def test_many_become_users_of_one_host_keep_up_to_the_limit() -> None:
     t = table(per_host=4)
     t.add(1, A)
@@ -131,6 +142,19 @@ def test_the_total_cap_takes_the_oldest_idle_interpreter_of_any_host() -> None:
     t.add(4, "ssh:c:22")
     assert t.victims("ssh:c:22") == [2]
     assert len(t) == 3 and 1 in t
+
+
+def test_chains_are_found_by_key_and_the_roots_have_no_parent() -> None:
+    t = table()
+    t.add(1, A, key="a")
+    t.add(2, A, parent=1, key="a sudo")
+    t.add(3, B, key="b")
+    assert [chain.context_id for chain in t.roots()] == [1, 3]
+    assert t.by_key("a sudo").parent is t.by_key("a")  # type: ignore[union-attr]
+    t.remove(1)
+    assert (t.by_key("a"), t.by_key("a sudo")) == (None, None)
+    assert t.by_key("b").context_id == 3  # type: ignore[union-attr]
+    assert t.context_ids() == {3}
 
 
 def test_targets_are_machines_and_become_stays_on_its_machine() -> None:
@@ -221,6 +245,22 @@ def test_a_reset_forgets_the_via_children_and_rebuilds_them(service: ContextServ
     assert rebuilt.context_id != child.context_id
     assert rebuilt.call(os.getpid) != 0
     service.put(rebuilt)
+
+
+def test_shutdown_stops_the_roots_and_their_children_go_with_them(
+    service: ContextService,
+) -> None:
+    parent = get(service, local("login"))
+    child = get(service, local("login"), local("become"))
+    other = get(service, local("other"))
+    for context in (child, parent, other):
+        service.put(context)
+    service.on_shutdown()
+    wait_until(lambda: service.context_ids() == set())
+    router = service.router
+    wait_until(lambda: all(router.stream_by_id(c.context_id) is None for c in (parent, child)))
+    with pytest.raises(mitogen.core.ChannelError):
+        other.call(os.getpid)
 
 
 # -- Settings ------------------------------------------------------------------

@@ -408,3 +408,37 @@ def test_directories_another_user_may_not_enter_are_skipped() -> None:
         assert out == ["None", "None", str(base / "open"), "/nonexistent/dir"]
     finally:
         shutil.rmtree(base)
+
+
+SELECTOR_MODULE = """#!/usr/bin/python
+import time
+
+from ansible.module_utils import basic
+
+
+def main():
+    module = basic.AnsibleModule(argument_spec={})
+    started = time.monotonic()
+    events = basic.selectors.PollSelector().select(30)
+    waited = time.monotonic() - started
+    rc, out, err = module.run_command(["echo", "ran"])
+    module.exit_json(events=events, waited=waited, rc=rc, out=out, err=err)
+
+
+if __name__ == '__main__':
+    main()
+"""
+
+
+def test_run_command_does_not_wait_on_no_pipes(router, tmp_path) -> None:
+    """AnsibleModule.run_command's race (a second's poll on no pipes after its
+    command ended) is closed in forked runs: basic.py's selector returns at
+    once when nothing is registered, and run_command's results are unchanged."""
+    context = router.local(python_path=sys.executable)
+    parsed = ansiballz.parse(build_payload(tmp_path, {}, source=SELECTOR_MODULE, name="selector"))
+    assert parsed is not None
+    report = result(run(context, parsed, send=True))
+    assert report["events"] == []
+    assert report["waited"] < 10, report  # a 30 s timeout, not slept
+    assert (report["rc"], report["out"], report["err"]) == (0, "ran\n", "")
+    context.shutdown(wait=True)
