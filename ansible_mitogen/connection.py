@@ -83,32 +83,50 @@ class InterpreterMissing(AnsibleError):
     Connection.is_mitogen_connection)."""
 
 
+#: How stock Ansible words a failed hop (playbooks match on these messages),
+#: by (method group, failure kind): the group is "become" (BECOME_METHODS),
+#: "ssh" or "any" (every method), the kind a mitogen.core.StreamError.kind
+#: (ContextService's `reason`) or None for the group's other failures.
+#: Looked up as (any, kind), (group, kind), (group, None), (any, None).
+#: The message is formatted with method, msg (ours), output (the program's),
+#: interpreter and become_timeout_message.
+FAILURE_WORDING: dict[tuple[str, str | None], tuple[type[AnsibleError], str]] = {
+    ("any", "python"): (
+        InterpreterMissing,
+        "The module interpreter '%(interpreter)s' was not found.",
+    ),
+    ("become", "bad_password"): (AnsibleError, "Incorrect %(method)s password"),
+    ("become", "need_password"): (AnsibleError, "Missing %(method)s password"),
+    ("become", "timeout"): (AnsibleConnectionFailure, "%(become_timeout_message)s%(output)s"),
+    ("become", None): (AnsibleError, "%(method)s: %(msg)s"),
+    ("ssh", None): (AnsibleConnectionFailure, "Failed to connect to the host via ssh: %(detail)s"),
+    ("any", None): (AnsibleConnectionFailure, "%(msg)s"),
+}
+
+
 def connect_error(
     result: dict[str, Any], python: str | list[str], become_timeout_message: str = ""
 ) -> AnsibleError:
     """The exception stock Ansible would raise for a failed hop, worded as
-    it words it (playbooks match on these messages); our own detailed
-    message is shown at -vvv. A missing `python` gives InterpreterMissing;
-    a become method that times out makes the host unreachable, with the
-    connection's `become_timeout_message` and the method's output."""
-    method = result["method_name"]
+    FAILURE_WORDING says; our own detailed message is shown at -vvv."""
+    method, kind = result["method_name"], result["reason"]
     display.vvv("Mitogen: %s" % (result["msg"],))
-    if result["reason"] == "python":
-        interpreter = python if isinstance(python, str) else "/usr/bin/python3"
-        return InterpreterMissing("The module interpreter '%s' was not found." % (interpreter,))
-    if method in BECOME_METHODS:
-        if result["reason"] == "bad_password":
-            return AnsibleError("Incorrect %s password" % (method,))
-        if result["reason"] == "need_password":
-            return AnsibleError("Missing %s password" % (method,))
-        if result["reason"] == "timeout":
-            return AnsibleConnectionFailure(become_timeout_message + result["output"])
-        return AnsibleError("%s: %s" % (method, result["msg"]))
-    if method == "ssh":
-        return AnsibleConnectionFailure(
-            "Failed to connect to the host via ssh: %s" % (result["output"] or result["msg"],)
-        )
-    return AnsibleConnectionFailure(result["msg"])
+    group = "become" if method in BECOME_METHODS else "ssh" if method == "ssh" else "any"
+    for key in ("any", kind), (group, kind), (group, None), ("any", None):
+        if key in FAILURE_WORDING:
+            klass, wording = FAILURE_WORDING[key]
+            break
+    return klass(
+        wording
+        % {
+            "method": method,
+            "msg": result["msg"],
+            "output": result["output"],
+            "detail": result["output"] or result["msg"],
+            "interpreter": python if isinstance(python, str) else "/usr/bin/python3",
+            "become_timeout_message": become_timeout_message,
+        }
+    )
 
 
 class Connection(ConnectionBase):

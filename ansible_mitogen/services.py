@@ -85,24 +85,17 @@ def hop_target(hop: dict[str, Any], via_target: str | None) -> str:
 
 
 def failure(error: mitogen.core.StreamError, method_name: str) -> dict[str, Any]:
-    """Describe a failed hop for the worker: the message, a `reason` the
-    worker maps to stock Ansible's wording, and the program's last output."""
-    text = str(error)
-    reason = "other"
-    if isinstance(error, mitogen.parent.PasswordError):
-        need = mitogen.parent.FAILURE_REASONS["need_password"] in text
-        reason = "need_password" if need else "bad_password"
-    elif isinstance(error, mitogen.parent.InterpreterNotFoundError):
-        reason = "python"
-    elif isinstance(error, mitogen.core.TimeoutError):
-        reason = "timeout"
-    output = text.partition(mitogen.parent.OUTPUT_MARKER)[2]
+    """Describe a failed hop for the worker: the message, as `reason` the
+    error's kind (mitogen.core.StreamError.kind, 'other' if it has none),
+    which the worker maps to stock Ansible's wording (see
+    ansible_mitogen.connection.FAILURE_WORDING), and the program's last
+    output."""
     return {
         "context": None,
-        "msg": text,
+        "msg": str(error),
         "method_name": method_name,
-        "reason": reason,
-        "output": output.strip(),
+        "reason": error.kind or "other",
+        "output": (error.output or "").strip(),
     }
 
 

@@ -31,7 +31,6 @@ import zlib
 import mitogen
 
 LOG = logging.getLogger("mitogen")
-IOLOG = logging.getLogger("mitogen.io")
 
 #: Default size of reads from file descriptors.
 CHUNK_SIZE = 131072
@@ -71,8 +70,9 @@ ENCODINGS = (ENC_RAW, ENC_PICKLE)
 PICKLE_PROTOCOL = 4
 
 #: The compressed bootstrap bundle this context was started from, kept to
-#: start grandchildren (set by ExternalContext; built lazily in the master).
-_preamble = None
+#: start grandchildren (set by ExternalContext; built lazily in the master
+#: by mitogen.parent.get_preamble()).
+preamble = None
 
 
 class Error(Exception):
@@ -89,11 +89,19 @@ class LatchError(Error):
 
 
 class StreamError(Error):
-    """Raised when a stream cannot be established or carries bad data."""
+    """Raised when a stream cannot be established or carries bad data.
+    A failed connection attempt also sets `kind` (what failed, e.g.
+    'bad_password'; see mitogen.parent.Connection) and `output` (the
+    child's last lines of output, secrets hidden), through via= hops too."""
+
+    kind = None  # type: str | None
+    output = None  # type: str | None
 
 
 class TimeoutError(StreamError):
     """Raised when a blocking operation does not finish in time."""
+
+    kind = "timeout"
 
 
 class ChannelError(Error):
@@ -196,14 +204,12 @@ def takes_router(func):
 
 def set_nonblock(fd):
     """Set O_NONBLOCK on `fd`."""
-    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-    fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+    os.set_blocking(fd, False)
 
 
 def set_block(fd):
     """Clear O_NONBLOCK on `fd`."""
-    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-    fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
+    os.set_blocking(fd, True)
 
 
 def set_cloexec(fd):
@@ -555,7 +561,7 @@ class Receiver:
         self.router = router
         self._latch = Latch()
         self.handle = router.add_handler(
-            fn=self._on_receive,
+            fn=self.deliver,
             handle=handle,
             policy=policy,
             persist=persist,
@@ -576,7 +582,9 @@ class Receiver:
         """Return a Sender that delivers to this receiver."""
         return Sender(self.router.myself(), self.handle)
 
-    def _on_receive(self, msg):
+    def deliver(self, msg):
+        """Queue `msg` as if it had arrived at the handle (the Router calls
+        this for each one), then call `notify`."""
         msg.receiver = self
         try:
             self._latch.put(msg)
@@ -597,6 +605,12 @@ class Receiver:
             self._latch.put(Message.dead(ChannelError.local_msg))
         except LatchError:
             pass
+
+    def shutdown(self):
+        """close(), and also wake every other thread blocked in get() (a
+        pool of workers sharing the receiver) with LatchError."""
+        self.close()
+        self._latch.close()
 
     def size(self):
         return self._latch.size()
@@ -663,8 +677,6 @@ class Channel(Sender, Receiver):
 
 class Context:
     """A handle to a (possibly remote) context, used to send it messages."""
-
-    remote_name = None
 
     def __init__(self, router, context_id, name=None):
         self.router = router
@@ -1063,7 +1075,7 @@ class MitogenProtocol(Protocol):
             return
         for msg in msgs:
             msg.stream = self.stream
-            self._router._async_route(msg, self.stream)
+            self._router.route_now(msg, self.stream)
 
     _close_when_drained = False
 
@@ -1074,8 +1086,8 @@ class MitogenProtocol(Protocol):
                 return self.stream.on_disconnect(broker)
             fire(self.stream, "drain")
 
-    def _send(self, msg):
-        """Write `msg`; call on the Broker thread."""
+    def send(self, msg):
+        """Write `msg` to the peer; call on the Broker thread."""
         if self.disconnected:
             return
         self._writer.write(msg.pack_header())
@@ -1197,7 +1209,6 @@ class Broker:
 
     def __init__(self, poller_class=None):
         self._alive = True
-        self._exitted = False
         self.poller = (poller_class or self.poller_class)()
         self.timers = TimerList()
         self._waker = Waker.build_stream(self)
@@ -1305,7 +1316,6 @@ class Broker:
         except Exception:
             LOG.exception("%r: broker crashed", self)
         finally:
-            self._exitted = True
             self._broker_exit()
 
     def _set_dead(self):
@@ -1371,6 +1381,11 @@ class Router:
         """Return the stream that leads to `dst_id`, or None."""
         return self._stream_by_id.get(dst_id, self.parent_stream)
 
+    def known_route(self, target_id):
+        """Return the stream recorded for `target_id`, or None: unlike
+        stream_by_id(), no fallback to the parent stream."""
+        return self._stream_by_id.get(target_id)
+
     def register(self, context, stream):
         """Attach a connected stream for `context` and start reading it."""
         self._context_by_id[context.context_id] = context
@@ -1378,22 +1393,32 @@ class Router:
         listen(stream, "disconnect", lambda: self._on_stream_disconnect(stream))
         self.broker.start_receive(stream)
 
+    def register_parent(self, context, stream):
+        """Attach `stream`, the link to this context's parent `context`, as
+        parent_stream; unlike register(), no subclass announces it as a
+        new child."""
+        self.parent_stream = stream
+        Router.register(self, context, stream)
+
     def add_route(self, target_id, stream):
         self._stream_by_id[target_id] = stream
 
     def del_route(self, target_id):
         """Forget the route to `target_id` and announce its disconnect."""
         if self._stream_by_id.pop(target_id, None) is not None:
-            self._on_context_gone(target_id)
+            self.context_gone(target_id)
 
     def _on_stream_disconnect(self, stream):
         gone = [i for i, s in list(self._stream_by_id.items()) if s is stream]
         for target_id in gone:
             self._stream_by_id.pop(target_id, None)
         for target_id in gone:
-            self._on_context_gone(target_id)
+            self.context_gone(target_id)
 
-    def _on_context_gone(self, target_id):
+    def context_gone(self, target_id):
+        """Announce that `target_id` is unreachable: its Context fires
+        "disconnect" and handlers it is the respondent of get a dead
+        message. Routes are left as they are."""
         context = self._context_by_id.get(target_id)
         if context is not None:
             context.on_disconnect()
@@ -1408,7 +1433,7 @@ class Router:
         target_id = int(msg.data.partition(b":")[0])
         if self._stream_by_id.get(target_id, self.parent_stream) is self.parent_stream:
             self._stream_by_id.pop(target_id, None)
-            self._on_context_gone(target_id)
+            self.context_gone(target_id)
 
     def _on_broker_exit(self):
         with self._lock:
@@ -1483,14 +1508,16 @@ class Router:
 
     def _refuse(self, msg, reason):
         if msg.reply_to and not msg.is_dead:
-            self._async_route(Message.dead(reason, dst_id=msg.src_id, handle=msg.reply_to))
+            self.route_now(Message.dead(reason, dst_id=msg.src_id, handle=msg.reply_to))
 
     def _is_from(self, context_id, in_stream):
         """True if `context_id` is reachable through `in_stream`."""
         return self.stream_by_id(context_id) is in_stream
 
-    def _async_route(self, msg, in_stream=None):
-        """Deliver or forward `msg`; runs on the Broker thread."""
+    def route_now(self, msg, in_stream=None):
+        """Deliver or forward `msg` at once; call on the Broker thread (from
+        any other thread, use route()). `in_stream` is the stream it arrived
+        on, None if it starts here."""
         if len(msg.data) > self.max_message_size:
             LOG.error("%r: dropping oversized message %r", self, msg)
             return self._refuse(msg, "message too large (max %d bytes)" % (self.max_message_size,))
@@ -1533,11 +1560,11 @@ class Router:
         ):
             LOG.error("%r: refused %r: unidirectional routing", self, msg)
             return self._refuse(msg, "routing between children is disabled")
-        out_stream.protocol._send(msg)
+        out_stream.protocol.send(msg)
 
     def route(self, msg):
         """Send `msg` from any thread."""
-        self.broker.defer(self._async_route, msg)
+        self.broker.defer(self.route_now, msg)
 
 
 # ---------------------------------------------------------------------------
@@ -1584,7 +1611,11 @@ class Importer:
         for callback in callbacks:
             callback()
 
-    def _request_module(self, fullname, callback):
+    def cached(self, fullname):
+        """The LOAD_MODULE tuple received for `fullname`, or None."""
+        return self._cache.get(fullname)
+
+    def request_module(self, fullname, callback):
         """Call `callback()` once `fullname` is in the cache (or failed)."""
         with self._lock:
             if fullname in self._cache:
@@ -1601,7 +1632,7 @@ class Importer:
 
     def _fetch(self, fullname):
         latch = Latch()
-        self._request_module(fullname, latch.put)
+        self.request_module(fullname, latch.put)
         latch.get()
         return self._cache.get(fullname)
 
@@ -1741,6 +1772,11 @@ class Dispatcher:
         """Drop the remembered failure of `chain_id`."""
         cls._error_by_chain_id.pop(chain_id, None)
 
+    @classmethod
+    def forget_all_chains(cls):
+        """Drop every remembered failure (a forked child starts afresh)."""
+        cls._error_by_chain_id.clear()
+
     def _parse_request(self, msg):
         chain_id, modname, klass, func, args, kwargs = msg.unpickle(throw=False)
         obj = importlib.import_module(modname)
@@ -1790,8 +1826,8 @@ class ExternalContext:
         self.config = config
 
     def _setup_globals(self):
-        global _preamble
-        _preamble = self.config.get("preamble", _preamble)
+        global preamble
+        preamble = self.config.get("preamble", preamble)
         mitogen.is_master = False
         mitogen.context_id = self.config["context_id"]
         mitogen.parent_ids = list(self.config["parent_ids"])
@@ -1822,9 +1858,8 @@ class ExternalContext:
         for side in stream.receive_side, stream.transmit_side:
             set_cloexec(side.fd)
         os.write(stream.transmit_side.fd, b"MITO001\n")
-        self.router.parent_stream = stream
         listen(stream, "disconnect", self._on_parent_disconnect)
-        self.router.register(self.parent, stream)
+        self.router.register_parent(self.parent, stream)
 
     def _on_parent_disconnect(self):
         self.broker.shutdown()

@@ -358,27 +358,13 @@ def _send_frame(sock, kind, data=b""):
     sock.sendall(FRAME.pack(kind, len(data)) + data)
 
 
-def _recv_exact(sock, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return buf
-
-
 def _read_frame(sock):
     """Return (kind, data), or None once the fake ssh has gone."""
     try:
-        head = _recv_exact(sock, FRAME.size)
-        if head is None:
-            return None
-        kind, size = FRAME.unpack(head)
-        data = _recv_exact(sock, size)
-    except OSError:
+        kind, size = FRAME.unpack(mitogen.parent.recv_exact(sock, FRAME.size))
+        return kind, mitogen.parent.recv_exact(sock, size)
+    except (EOFError, OSError):
         return None
-    return None if data is None else (kind, data)
 
 
 class _Session:

@@ -32,9 +32,6 @@ class Options(mitogen.parent.Options):
         remote_name=None,
         debug=False,
         connect_timeout=None,
-        profiling=False,
-        unidirectional=False,
-        old_router=None,
         on_fork=None,
         on_start=None,
     ):
@@ -44,9 +41,6 @@ class Options(mitogen.parent.Options):
             remote_name=remote_name,
             debug=debug,
             connect_timeout=connect_timeout,
-            profiling=profiling,
-            unidirectional=unidirectional,
-            old_router=old_router,
         )
         self.on_fork = on_fork
         self.on_start = on_start
@@ -103,7 +97,7 @@ class Connection(mitogen.parent.Connection):
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         random.seed()
         reset_logging_framework()
-        mitogen.core.Dispatcher._error_by_chain_id.clear()
+        mitogen.core.Dispatcher.forget_all_chains()
         sys.meta_path = [f for f in sys.meta_path if not isinstance(f, mitogen.core.Importer)]
         if self.options.on_fork:
             self.options.on_fork()

@@ -23,7 +23,7 @@ import mitogen.core
 import mitogen.parent
 import mitogen.process_monitor
 import mitogen.select
-from mitogen.core import LOG, Message
+from mitogen.core import LOG
 
 # Names the public API document gives under mitogen.master.
 Context = mitogen.parent.Context
@@ -53,7 +53,7 @@ def is_stdlib_name(modname):
     return path.startswith(_STDLIB_PATHS) and "site-packages" not in path
 
 
-def get_child_modules(path, fullname=None):
+def get_child_modules(path):
     """Return the names of the modules and packages directly inside the
     package directory (or directories) `path`."""
     paths = [path] if isinstance(path, str) else list(path)
@@ -347,19 +347,6 @@ class ModuleResponder:
             for related in self._build_tuple(name)[4]:
                 self._build_tuple(related)
 
-    def _send(self, dst_id, tup):
-        sent = self._sent.setdefault(dst_id, set())
-        if tup[0] in sent:
-            return
-        sent.add(tup[0])
-        if tup[3] is None:
-            self.bad_load_module_count += 1
-        else:
-            self.good_load_module_count += 1
-        self._router._async_route(
-            Message.pickled(tup, dst_id=dst_id, handle=mitogen.core.LOAD_MODULE)
-        )
-
     def _on_get_module(self, msg):
         if msg.is_dead:
             return
@@ -367,14 +354,15 @@ class ModuleResponder:
         fullname = msg.data.decode("utf-8", "replace")
         try:
             tup = self._build_tuple(fullname)
-            for name in tup[4]:
-                related = self._build_tuple(name)
-                if related[3] is not None:
-                    self._send(msg.src_id, related)
+            related = [self._build_tuple(name) for name in tup[4]]
         except Exception:
             LOG.exception("%r: while serving %r", self, fullname)
-            tup = (fullname, None, None, None, ())
-        self._send(msg.src_id, tup)
+            tup, related = (fullname, None, None, None, ()), ()
+        for sent in mitogen.parent.send_module(self._router, self._sent, msg.src_id, tup, related):
+            if sent[3] is None:
+                self.bad_load_module_count += 1
+            else:
+                self.good_load_module_count += 1
 
 
 class LogForwarder:
@@ -471,10 +459,3 @@ class Router(mitogen.parent.Router):
         self.id_allocator = IdAllocator(self)
         self.responder = ModuleResponder(self)
         self.log_forwarder = LogForwarder(self)
-
-    def enable_debug(self):
-        """Log at DEBUG to /tmp/mitogen.<pid>.log in this process."""
-        handler = mitogen.core.PidfulStreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logging.getLogger("mitogen").addHandler(handler)
-        logging.getLogger("mitogen").setLevel(logging.DEBUG)

@@ -54,8 +54,8 @@ SOCKET_BUFFER_SIZE = 4 * 1048576
 #: closed, so the message explaining why is not lost.
 DRAIN_TIMEOUT = 1.0
 
-#: Introduces a failed child's last output in error messages (callers that
-#: want the output alone split on it).
+#: Introduces a failed child's last output in error messages (the output
+#: alone is the error's `output` attribute).
 OUTPUT_MARKER = "its last output was:\n"
 
 #: Lines of a child's early output kept for error messages.
@@ -120,9 +120,9 @@ def _build_preamble():
 
 def get_preamble():
     """Return the compressed bootstrap bundle, building it once."""
-    if mitogen.core._preamble is None:
-        mitogen.core._preamble = _build_preamble()
-    return mitogen.core._preamble
+    if mitogen.core.preamble is None:
+        mitogen.core.preamble = _build_preamble()
+    return mitogen.core.preamble
 
 
 def frame_blob(data):
@@ -549,7 +549,7 @@ class MitogenProtocol(mitogen.core.MitogenProtocol):
         """Ask the child to shut down; it disconnects when done, or the
         Broker forces the stream closed after its shutdown_timeout."""
         LOG.debug("%r: asking context %d to shut down", self, self.remote_id)
-        self._send(Message(dst_id=self.remote_id, handle=mitogen.core.SHUTDOWN))
+        self.send(Message(dst_id=self.remote_id, handle=mitogen.core.SHUTDOWN))
 
 
 # ---------------------------------------------------------------------------
@@ -576,19 +576,13 @@ class Options:
         python_path=None,
         debug=False,
         connect_timeout=None,
-        profiling=False,
-        unidirectional=False,
-        old_router=None,
     ):
         self.name = name
         self.remote_name = remote_name
         self.python_path = python_path or self.default_python_path()
         self.debug = debug
         self.connect_timeout = float(connect_timeout or DEFAULT_CONNECT_TIMEOUT)
-        self.profiling = profiling
-        self.unidirectional = unidirectional
         self.max_message_size = max_message_size
-        self.old_router = old_router
 
     def default_python_path(self):
         return sys.executable
@@ -617,7 +611,6 @@ class Connection:
     sends_preamble = True
 
     proc = None
-    exception = None
     timer = None
     _drain_timer = None
     #: The child's last unterminated line of diagnostic output (a prompt
@@ -711,23 +704,31 @@ class Connection:
     def on_partial_diag(self, text):
         """Called with an unterminated line of child output: prompts."""
 
-    def _diag_text(self):
+    def _diag_output(self):
         lines = self.diag_lines[-10:]
         if self.diag_partial.strip():
             lines.append(self.diag_partial)
-        if not lines:
-            return "the child printed nothing"
-        return OUTPUT_MARKER + "\n".join(lines)
+        return "\n".join(lines)
+
+    def failure(self, klass, kind, reason):
+        """Return the `klass` exception for failure `kind`, naming what we
+        connect to, `reason` and the child's last output, which it also
+        carries as `output`. Kinds: 'timeout' and 'eof' here; 'bad_password',
+        'need_password', 'policy' and 'python' (PromptingConnection); 'auth',
+        'hostkey_changed', 'hostkey_unknown' and 'unreachable' (ssh)."""
+        output = self._diag_output()
+        error = klass(
+            "Failed to set up %s: %s; %s",
+            self.describe(),
+            reason,
+            OUTPUT_MARKER + output if output else "the child printed nothing",
+        )
+        error.kind, error.output = kind, output
+        return error
 
     def _on_timeout(self):
-        self._fail(
-            mitogen.core.TimeoutError(
-                "Failed to set up %s: timed out after %.1f seconds; %s",
-                self.describe(),
-                self.options.connect_timeout,
-                self._diag_text(),
-            )
-        )
+        reason = "timed out after %.1f seconds" % (self.options.connect_timeout,)
+        self._fail(self.failure(mitogen.core.TimeoutError, "timeout", reason))
 
     def _on_stdio_disconnect(self):
         """Wait briefly for the diagnostic stream to close too, so the
@@ -744,14 +745,8 @@ class Connection:
 
     def _on_output_drained(self):
         if not self._settled:
-            self._fail(
-                EofError(
-                    "Failed to set up %s: the child exited or closed its "
-                    "connection during bootstrap; %s",
-                    self.describe(),
-                    self._diag_text(),
-                )
-            )
+            reason = "the child exited or closed its connection during bootstrap"
+            self._fail(self.failure(EofError, "eof", reason))
 
     def _close_streams(self):
         broker = self._router.broker
@@ -764,7 +759,6 @@ class Connection:
         if self._settled:
             return
         self._settled = True
-        self.exception = exc
         self.timer.cancel()
         if self._drain_timer is not None:
             self._drain_timer.cancel()
@@ -923,6 +917,19 @@ def _compile_failures(failures):
     return [(kind, re.compile(pattern, re.IGNORECASE)) for kind, pattern in failures]
 
 
+def recv_exact(sock, n):
+    """Read exactly `n` bytes from the blocking socket `sock`.
+
+    :raises EOFError: the peer closed the connection first."""
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise EOFError()
+        buf += chunk
+    return buf
+
+
 def _write_fully(fd, data):
     """Write `data` to the non-blocking descriptor `fd`, ignoring a peer
     that has gone (its exit is reported through the streams)."""
@@ -1074,11 +1081,7 @@ class PromptingConnection(Connection):
     def fail_with(self, kind):
         """Abort the attempt with the exception for failure `kind`; the
         output so far (with an unterminated prompt) is shown."""
-        self._fail(
-            self.error_class(kind)(
-                "Failed to set up %s: %s; %s", self.describe(), self.reason(kind), self._diag_text()
-            )
-        )
+        self._fail(self.failure(self.error_class(kind), kind, self.reason(kind)))
 
     def is_prompt(self, text):
         """True if the unterminated line `text` asks for the password."""
@@ -1305,7 +1308,7 @@ class RouteMonitor:
 
     def _send(self, stream, handle, target_id, name=None):
         data = ("%d:%s" % (target_id, name or "")).encode("utf-8")
-        stream.protocol._send(Message(dst_id=stream.protocol.remote_id, handle=handle, data=data))
+        stream.protocol.send(Message(dst_id=stream.protocol.remote_id, handle=handle, data=data))
 
     def _propagate_up(self, handle, target_id, name=None):
         if self.router.parent_stream is not None:
@@ -1340,7 +1343,7 @@ class RouteMonitor:
             LOG.error("%r: refused ADD_ROUTE %r: not from a direct child", self, msg)
             return
         target_id, name = self._parse(msg)
-        current = self.router._stream_by_id.get(target_id)
+        current = self.router.known_route(target_id)
         if (
             target_id == mitogen.context_id
             or target_id in mitogen.parent_ids
@@ -1364,8 +1367,8 @@ class RouteMonitor:
         target_id, _ = self._parse(msg)
         stream = msg.stream
         if stream is not None and stream is self.router.parent_stream:
-            if self.router._stream_by_id.get(target_id) is None:
-                self.router._on_context_gone(target_id)
+            if self.router.known_route(target_id) is None:
+                self.router.context_gone(target_id)
                 self._propagate_down(mitogen.core.DEL_ROUTE, target_id)
             return
         routes = self._routes_by_stream.get(stream)
@@ -1416,26 +1419,29 @@ class ModuleForwarder:
         if msg.is_dead:
             return
         fullname = msg.data.decode("utf-8")
-        self.importer._request_module(fullname, lambda: self._on_cache(msg.src_id, fullname))
-
-    def _send(self, dst_id, tup):
-        sent = self._sent.setdefault(dst_id, set())
-        if tup[0] in sent:
-            return
-        sent.add(tup[0])
-        self.router._async_route(
-            Message.pickled(tup, dst_id=dst_id, handle=mitogen.core.LOAD_MODULE)
-        )
+        self.importer.request_module(fullname, lambda: self._on_cache(msg.src_id, fullname))
 
     def _on_cache(self, dst_id, fullname):
-        tup = self.importer._cache.get(fullname)
-        if tup is None:
-            tup = (fullname, None, None, None, ())
-        for name in tup[4]:
-            related = self.importer._cache.get(name)
-            if related is not None and related[3] is not None:
-                self._send(dst_id, related)
-        self._send(dst_id, tup)
+        tup = self.importer.cached(fullname) or (fullname, None, None, None, ())
+        related = [self.importer.cached(name) for name in tup[4]]
+        send_module(self.router, self._sent, dst_id, tup, related)
+
+
+def send_module(router, sent, dst_id, tup, related=()):
+    """Answer a GET_MODULE from `dst_id` on the Broker thread: LOAD_MODULE
+    messages for each found module tuple of `related` (None entries are
+    skipped), then for `tup` itself, leaving out modules whose names the set
+    `sent[dst_id]` holds, which it then records. Returns the tuples sent.
+    ModuleResponder (master) and ModuleForwarder (intermediate contexts)
+    both answer through it."""
+    names = sent.setdefault(dst_id, set())
+    out = []
+    for item in [r for r in related if r is not None and r[3] is not None] + [tup]:
+        if item[0] not in names:
+            names.add(item[0])
+            out.append(item)
+            router.route_now(Message.pickled(item, dst_id=dst_id, handle=mitogen.core.LOAD_MODULE))
+    return out
 
 
 class Router(mitogen.core.Router):
@@ -1469,7 +1475,6 @@ class Router(mitogen.core.Router):
 
     def _connect(self, klass, name=None, **kwargs):
         kwargs.setdefault("max_message_size", self.max_message_size)
-        kwargs["old_router"] = self
         conn = klass(klass.options_class(name=name, **kwargs), self)
         context = self.context_class(self, self.allocate_id())
         return conn.connect(context)
@@ -1489,8 +1494,8 @@ class Router(mitogen.core.Router):
         resp = via_context.call(
             _proxy_connect, name=name, method_name=method_name, kwargs=mitogen.core.Kwargs(kwargs)
         )
-        if resp["msg"] is not None:
-            raise _rebuild_error(resp["type"], resp["msg"])
+        if resp["error"] is not None:
+            raise error_from_dict(resp["error"])
         context = self.context_by_id(resp["id"], name=resp["name"])
         context.via = via_context
         self.broker.defer(self._add_route_via, resp["id"], via_context)
@@ -1540,13 +1545,28 @@ def _prepare_proxy_kwargs(method_name, kwargs):
     return kwargs
 
 
-def _rebuild_error(type_name, msg):
-    modname, _, clsname = type_name.rpartition(".")
-    module = sys.modules.get(modname)
-    klass = getattr(module, clsname, None)
-    if isinstance(klass, type) and issubclass(klass, mitogen.core.Error):
-        return klass(msg)
-    return StreamError(msg)
+def error_to_dict(error):
+    """The serialisable form of a StreamError, which crosses via= hops:
+    {'type': qualified class name, 'msg', 'kind', 'output'}."""
+    return {
+        "type": mitogen.core.qualname(type(error)),
+        "msg": str(error),
+        "kind": error.kind,
+        "output": error.output,
+    }
+
+
+def error_from_dict(data):
+    """Rebuild the exception error_to_dict() described: the same class if it
+    is a loaded StreamError subclass (else StreamError), message, kind and
+    output."""
+    modname, _, clsname = data["type"].rpartition(".")
+    klass = getattr(sys.modules.get(modname), clsname, None)
+    if not (isinstance(klass, type) and issubclass(klass, StreamError)):
+        klass = StreamError
+    error = klass(data["msg"])
+    error.kind, error.output = data["kind"], data["output"]
+    return error
 
 
 def upgrade_router(econtext):
@@ -1564,5 +1584,5 @@ def _proxy_connect(name, method_name, kwargs, econtext):
     try:
         context = econtext.router._connect(get_connection_class(method_name), name=name, **kwargs)
     except mitogen.core.StreamError as e:
-        return {"id": None, "name": None, "msg": str(e), "type": mitogen.core.qualname(type(e))}
-    return {"id": context.context_id, "name": context.name, "msg": None, "type": None}
+        return {"id": None, "name": None, "error": error_to_dict(e)}
+    return {"id": context.context_id, "name": context.name, "error": None}

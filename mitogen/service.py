@@ -299,15 +299,14 @@ class Pool:
 
     def deliver(self, msg):
         """Queue `msg` as if it had arrived on CALL_SERVICE."""
-        self._receiver._on_receive(msg)
+        self._receiver.deliver(msg)
 
     def stop(self, join=False):
         """Stop the workers; services get on_shutdown()."""
         if self.closed:
             return
         self.closed = True
-        self._receiver.close()
-        self._receiver._latch.close()
+        self._receiver.shutdown()
         for invoker in list(self._invokers.values()):
             try:
                 invoker.service.on_shutdown()
@@ -539,7 +538,7 @@ class _Transfer:
             if ok
             else "FileService: transfer of %s aborted" % (self.fp.name,)
         )
-        self.router._async_route(
+        self.router.route_now(
             Message.dead(
                 reason, dst_id=self.sender.context.context_id, handle=self.sender.dst_handle
             )
@@ -560,7 +559,7 @@ class _Transfer:
             if not data:
                 return self._finish(True)
             self.sent += len(data)
-            self.router._async_route(
+            self.router.route_now(
                 Message.pickled(
                     mitogen.core.Blob(data),
                     dst_id=self.sender.context.context_id,

@@ -186,7 +186,7 @@ class Listener(mitogen.core.Protocol):
             pass
 
     def on_disconnect(self, broker):
-        mitogen.core.Protocol.on_disconnect(self, broker)
+        super().on_disconnect(broker)
         self._sock.close()
         self._remove_socket()
         self._remove_dir()
@@ -303,7 +303,7 @@ class _Handshake(mitogen.core.Protocol):
 
     def on_disconnect(self, broker):
         self._timer.cancel()
-        mitogen.core.Protocol.on_disconnect(self, broker)
+        super().on_disconnect(broker)
 
 
 def listen(router, path=None, backlog=100, allowed_uids=(), grant_authority=False):
@@ -312,16 +312,6 @@ def listen(router, path=None, backlog=100, allowed_uids=(), grant_authority=Fals
     stream = Listener.build_stream(router, path, backlog, allowed_uids, grant_authority)
     router.broker.start_receive(stream)
     return stream.protocol
-
-
-def _recv_exact(sock, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise EOFError()
-        buf += chunk
-    return buf
 
 
 def _handshake(path, timeout):
@@ -334,11 +324,11 @@ def _handshake(path, timeout):
         try:
             sock.sendall(HELLO.pack(MAGIC, os.getpid()))
             magic, context_id, parent_id, max_size, count = REPLY.unpack(
-                _recv_exact(sock, REPLY.size)
+                mitogen.parent.recv_exact(sock, REPLY.size)
             )
             if magic != MAGIC:
                 raise ConnectError("%r is not a mitogen.unix listener", path)
-            data = _recv_exact(sock, count * PARENT_ID.size)
+            data = mitogen.parent.recv_exact(sock, count * PARENT_ID.size)
         except (EOFError, ConnectionError):
             raise ConnectError(
                 "the listener at %r closed the connection "
@@ -386,9 +376,8 @@ def connect(path, broker=None, timeout=CONNECT_TIMEOUT):
         stream = mitogen.core.MitogenProtocol.build_stream(router, parent_ids[0])
         stream.name = "unix_listener"
         stream.accept(fd, fd)
-        router.parent_stream = stream
         mitogen.core.listen(stream, "disconnect", broker.shutdown)
-        mitogen.core.Router.register(router, context, stream)
+        router.register_parent(context, stream)
 
     broker.defer_sync(attach)
     LOG.debug("joined the listener at %r as context %d", path, context_id)

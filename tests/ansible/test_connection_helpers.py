@@ -7,9 +7,15 @@ from types import SimpleNamespace
 import pytest
 from ansible.errors import AnsibleConnectionFailure, AnsibleError
 
+import mitogen.core
 from ansible_mitogen import compat
-from ansible_mitogen.connection import become_flags, connect_error, filter_ssh_args
-from ansible_mitogen.services import stack_key
+from ansible_mitogen.connection import (
+    InterpreterMissing,
+    become_flags,
+    connect_error,
+    filter_ssh_args,
+)
+from ansible_mitogen.services import failure, stack_key
 
 
 def test_filter_ssh_args_drops_control_master_options() -> None:
@@ -80,3 +86,34 @@ def test_module_environment_branch() -> None:
     assert compat.module_applies_environment(SimpleNamespace(has_environment=True))
     assert not compat.module_applies_environment(SimpleNamespace(has_environment=False))
     assert not compat.module_applies_environment(SimpleNamespace())
+
+
+@pytest.mark.parametrize(
+    "method, kind, expected, text",
+    [
+        ("sudo", "bad_password", AnsibleError, "Incorrect sudo password"),
+        ("su", "need_password", AnsibleError, "Missing su password"),
+        ("doas", "policy", AnsibleError, "doas: detail"),
+        ("sudo", "timeout", AnsibleConnectionFailure, "Timeout (12s) waiting for privilege: out"),
+        ("sudo", "python", InterpreterMissing, "The module interpreter '/py' was not found."),
+        (
+            "ssh",
+            "unreachable",
+            AnsibleConnectionFailure,
+            "Failed to connect to the host via ssh: out",
+        ),
+        ("ssh", None, AnsibleConnectionFailure, "Failed to connect to the host via ssh: out"),
+        ("local", "eof", AnsibleConnectionFailure, "detail"),
+    ],
+)
+def test_error_kind_reaches_stock_wording(
+    method: str, kind: str | None, expected: type[AnsibleError], text: str
+) -> None:
+    """The kind a connection error carries (not its message) picks the
+    wording: failure() passes it on as the reason, connect_error() words it."""
+    error = mitogen.core.StreamError("detail")
+    error.kind, error.output = kind, " out\n"
+    result = failure(error, method)
+    assert result["reason"] == (kind or "other") and result["output"] == "out"
+    raised = connect_error(result, "/py", "Timeout (12s) waiting for privilege: ")
+    assert type(raised) is expected and str(raised) == text
