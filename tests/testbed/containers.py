@@ -283,3 +283,57 @@ class Podman:
         if self.podman("ps", "-aq", check=False).stdout.strip():
             raise TestbedError("podman containers left: " + self.podman("ps", "-a").stdout)
 
+
+class Lxc:
+    """LXC containers in a private lxcpath (a temporary directory), each
+    with the cached rootfs and `sleep infinity` as init, no network."""
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self.containers: list[str] = []
+
+    @property
+    def cli_args(self) -> list[str]:
+        return ["-P", str(self.path)]
+
+    def start(self) -> None:
+        require("lxc-start", "lxc")
+        self.rootfs = debian_rootfs()
+        self.path = Path(tempfile.mkdtemp(prefix="mlxc-", dir="/tmp"))
+
+    def run_container(self) -> str:
+        assert self.path is not None
+        name = new_name("mitogen-test")
+        (self.path / name).mkdir()
+        (self.path / name / "config").write_text(
+            "lxc.uts.name = %s\n"
+            "lxc.rootfs.path = dir:%s\n"
+            "lxc.net.0.type = empty\n"
+            "lxc.include = /usr/share/lxc/config/common.conf\n"
+            "lxc.apparmor.profile = unconfined\n"
+            "lxc.init.cmd = /bin/sleep infinity\n" % (name, self.rootfs)
+        )
+        self.containers.append(name)
+        run(["lxc-start", *self.cli_args, "-n", name, "-d"], what="starting an LXC container")
+        run(
+            ["lxc-wait", *self.cli_args, "-n", name, "-s", "RUNNING", "-t", "10"],
+            what="waiting for an LXC container",
+        )
+        return name
+
+    def remove(self, name: str) -> None:
+        run(["lxc-stop", *self.cli_args, "-n", name, "-k"], what="stopping LXC", check=False)
+        if name in self.containers:
+            self.containers.remove(name)
+
+    def stop(self) -> None:
+        for name in list(self.containers):
+            self.remove(name)
+        if self.path is not None:
+            mounts = [
+                m for m in Path("/proc/mounts").read_text().splitlines() if "mitogen-test" in m
+            ]
+            if mounts:
+                raise TestbedError("LXC left mounts:\n" + "\n".join(mounts))
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.path = None

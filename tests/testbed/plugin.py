@@ -6,7 +6,7 @@ Load it from a conftest with `pytest_plugins = ["tests.testbed.plugin"]`.
   root; any other setup problem is an error.
 - `netns_hosts`: NetnsHosts with 3 namespace hosts (10.77.0.1-3, mitogen-h1..3),
   each with its own sshd on port 22, sharing the testbed's accounts and keys.
-- `dockerd`, `podman`: container runtimes with private state (tests/testbed/containers.py).
+- `dockerd`, `podman`, `lxc`: container runtimes with private state (tests/testbed/containers.py).
 
 Teardown runs on normal exit, on failure, on Ctrl-C (pytest tears fixtures down on
 KeyboardInterrupt) and on SIGTERM (turned into KeyboardInterrupt while the testbed
@@ -20,7 +20,7 @@ from types import FrameType
 
 import pytest
 
-from .containers import Dockerd, Podman
+from .containers import Dockerd, Lxc, Podman
 from .core import Testbed
 from .netns import NetnsHosts
 
@@ -84,6 +84,18 @@ def podman() -> Iterator[Podman]:
     """Podman with private storage and the cached test image."""
     _need_root("podman with private storage")
     runtime = Podman()
+    try:
+        runtime.start()
+        yield runtime
+    finally:
+        runtime.stop()
+
+
+@pytest.fixture(scope="session")
+def lxc() -> Iterator[Lxc]:
+    """LXC containers in a private lxcpath."""
+    _need_root("LXC")
+    runtime = Lxc()
     try:
         runtime.start()
         yield runtime
