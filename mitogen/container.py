@@ -40,7 +40,8 @@ FAILURES = (
         r"no such container|no container with name or id|is not running|"
         r"container .*not found|not found: container|failed to get init pid|does not exist|"
         r"no such object|no such image|pull access denied|"
-        r"image not known|no such jail|no such machine|cannot change root directory",
+        r"image not known|no such jail|no such machine|cannot change root directory|"
+        r"(?:pods?|instance|jail|machine) .*not found|container not known",
     ),
     ("denied", r"permission denied|operation not permitted|must be root|must be run as root"),
     ("runtime", r"\berror\b|cannot connect to"),
