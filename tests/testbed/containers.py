@@ -94,6 +94,21 @@ def debian_rootfs() -> Path:
     return root
 
 
+def import_tree(cli: list[str], tree: Path, image: str) -> None:
+    """`tar -C TREE -c . | CLI import - IMAGE`, streamed."""
+    tar = subprocess.Popen(["tar", "-C", str(tree), "-c", "."], stdout=subprocess.PIPE)
+    try:
+        done = subprocess.run(cli + ["import", "-", image], stdin=tar.stdout, capture_output=True)
+    finally:
+        assert tar.stdout is not None
+        tar.stdout.close()
+        tar.wait()
+    if done.returncode or tar.returncode:
+        raise TestbedError(
+            "importing %s as %s failed: %s" % (tree, image, done.stderr.decode(errors="replace"))
+        )
+
+
 def new_name(prefix: str) -> str:
     return "%s-%s" % (prefix, uuid.uuid4().hex[:8])
 
@@ -157,31 +172,12 @@ class Dockerd:
                 raise TestbedError("dockerd did not start:\n" + text)
             time.sleep(0.05)
         if self.docker("image", "inspect", IMAGE, check=False, what="image").returncode:
-            tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-            try:
-                subprocess.run(
-                    ["docker"] + self.cli_args + ["import", "-", IMAGE],
-                    stdin=tar.stdout,
-                    check=True,
-                    capture_output=True,
-                )
-            finally:
-                assert tar.stdout is not None
-                tar.stdout.close()
-                tar.wait()
+            import_tree(["docker"] + self.cli_args, rootfs, IMAGE)
         if self.docker("image", "inspect", NO_PYTHON_IMAGE, check=False, what="x").returncode:
             src = self.tmp / "nopython"
             src.mkdir()
             (src / "README").write_text("an image without any interpreter\n")
-            tar = subprocess.run(
-                ["tar", "-C", str(src), "-c", "."], capture_output=True, check=True
-            )
-            subprocess.run(
-                ["docker"] + self.cli_args + ["import", "-", NO_PYTHON_IMAGE],
-                input=tar.stdout,
-                check=True,
-                capture_output=True,
-            )
+            import_tree(["docker"] + self.cli_args, src, NO_PYTHON_IMAGE)
 
     def _stop_stale(self) -> None:
         """Stop a dockerd of ours left by a run that was killed outright
@@ -255,13 +251,7 @@ class Podman:
         require("podman", "podman")
         rootfs = debian_rootfs()
         if self.podman("image", "exists", IMAGE, check=False).returncode:
-            tar = subprocess.run(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-            subprocess.run(
-                ["podman"] + self.cli_args + ["import", "-", IMAGE],
-                input=tar.stdout,
-                check=True,
-                capture_output=True,
-            )
+            import_tree(["podman"] + self.cli_args, rootfs, IMAGE)
 
     def run_container(self) -> str:
         name = new_name("mitogen-test")
