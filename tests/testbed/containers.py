@@ -214,6 +214,11 @@ class Dockerd:
         for name in list(self.containers):
             self.remove(name)
         if self.proc is not None:
+            # The daemon and its data root are private: any container left
+            # (by a failed test) is ours, and must not persist in the cache.
+            left = self.docker("ps", "-aq", check=False, what="listing containers").stdout.split()
+            if left:
+                self.docker("rm", "-f", *left, check=False, what="removing leftover containers")
             terminate_child(self.proc, timeout=20)
             self.proc = None
         if self.tmp is not None:
