@@ -158,4 +158,11 @@ class Connection(mitogen.parent.PromptingConnection):
 
     def python_command(self):
         """The interpreter's argv, as run inside the container."""
-        return super().get_boot_command()
+        return mitogen.parent.Connection.get_boot_command(self)
+
+    def get_boot_command(self):
+        """Each method's module builds its runtime's argv; this shared
+        module is not a connection method itself."""
+        raise ContainerError(
+            "mitogen.container is not a connection method; use docker, podman, ..."
+        )

@@ -165,3 +165,14 @@ def test_container_stopped_mid_call(router, dockerd, only_our_containers):
     with pytest.raises(mitogen.core.ChannelError):
         context.call(os.getpid)
     dockerd.remove(name)
+
+
+def test_permission_denied(router, dockerd, container):
+    """An account that may not use the daemon's socket gets DockerError
+    quoting docker's complaint."""
+    hop = router.sudo(username="nobody")
+    with pytest.raises(mitogen.docker.DockerError) as info:
+        connect(router, dockerd, container=container, via=hop, connect_timeout=5)
+    text = str(info.value)
+    assert "(run by nobody)" in text
+    assert "permission denied" in text.split("its last output was:")[1]

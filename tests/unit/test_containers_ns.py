@@ -12,6 +12,7 @@ import mitogen.parent
 import mitogen.setns
 from tests import conformance
 from tests.testbed.containers import CONTAINER_USER, debian_rootfs
+from tests.unit.test_transports import ssh_as
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +47,14 @@ def test_lxc_conformance(router, lxc, lxc_container):
 
 def test_lxc_via_sudo_conformance(router, lxc, lxc_container):
     context = router.lxc(container=lxc_container, lxc_args=lxc.cli_args, via=router.sudo())
+    assert context.call(in_container)
+    conformance.check_transport(router, context)
+
+
+@pytest.mark.needs_testbed
+def test_lxc_via_ssh_conformance(router, testbed, lxc, lxc_container):
+    hop = ssh_as(router, testbed, "root")
+    context = router.lxc(container=lxc_container, lxc_args=lxc.cli_args, via=hop)
     assert context.call(in_container)
     conformance.check_transport(router, context)
 
