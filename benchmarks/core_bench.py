@@ -100,7 +100,9 @@ def ssh_benchmarks(router, starts: int, calls: int) -> None:
         context.shutdown(wait=True, timeout=10)
 
 
-def container_benchmarks(router, starts: int, calls: int, megabytes: int) -> None:
+def container_benchmarks(
+    router: mitogen.master.Router, starts: int, calls: int, megabytes: int
+) -> None:
     """Time docker and podman contexts against their plain CLIs on a
     private dockerd and private podman storage (started here; needs root)."""
     from tests.testbed.containers import Dockerd, Podman
@@ -116,13 +118,21 @@ def container_benchmarks(router, starts: int, calls: int, megabytes: int) -> Non
             runtime.stop()
 
 
-def container_figures(router, method, cli, kwargs, starts, calls, megabytes) -> None:
+def container_figures(
+    router: mitogen.master.Router,
+    method: str,
+    cli: list[str],
+    kwargs: dict,
+    starts: int,
+    calls: int,
+    megabytes: int,
+) -> None:
     """Print one runtime's figures, each with its ratio to the plain CLI."""
     exec_argv = cli + ["exec", "-i", kwargs["container"]]
 
-    def plain(argv, data=None):
+    def plain(argv: list[str]) -> float:
         return statistics.median(
-            timed(lambda: subprocess.run(argv, input=data, check=True)) for _ in range(starts)
+            timed(lambda: subprocess.run(argv, check=True)) for _ in range(starts)
         )
 
     exec_true = plain(exec_argv + ["true"])
