@@ -150,3 +150,30 @@ def test_setns_unknown_container(router, dockerd):
 def test_setns_bad_kind(router):
     with pytest.raises(mitogen.setns.SetnsError, match="kind must be one of"):
         router.setns(container="x", kind="rkt")
+
+
+@pytest.mark.parametrize(
+    "kind, output",
+    [("lxd", '{"pid": %d, "status": "Running"}'), ("machinectl", "%d")],
+)
+def test_setns_pid_queries_of_lxd_and_machinectl(
+    router, dockerd, docker_container, tmp_path, kind, output
+):
+    """LXD and machinectl cannot run here: a stand-in CLI answers the PID
+    query (checking its argv) with a real docker container's init."""
+    pid = int(
+        dockerd.docker("inspect", "--format", "{{.State.Pid}}", docker_container).stdout.strip()
+    )
+    expected = {
+        "lxd": "query /1.0/instances/%s/state" % (docker_container,),
+        "machinectl": "show %s -p Leader --value" % (docker_container,),
+    }[kind]
+    cli = tmp_path / kind
+    cli.write_text(
+        '#!/bin/sh\n[ "$*" = "%s" ] || { echo "bad argv: $*" >&2; exit 2; }\necho \'%s\'\n'
+        % (expected, output % (pid,))
+    )
+    cli.chmod(0o755)
+    context = router.setns(container=docker_container, kind=kind, runtime_path=str(cli))
+    assert context.call(in_container)
+    context.shutdown(wait=True)
