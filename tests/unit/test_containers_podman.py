@@ -82,3 +82,19 @@ def test_container_stopped_mid_call(router, podman):
             context.call(os.getpid)
     finally:
         podman.remove(name)
+
+
+def test_container_without_python(router, podman):
+    """A container whose Python was removed (in its own overlay layer, the
+    image keeps it): InterpreterNotFoundError naming the container."""
+    name = podman.run_container()
+    try:
+        podman.podman("exec", name, "sh", "-c", "rm -f /usr/bin/python3*")
+        started = time.monotonic()
+        with pytest.raises(mitogen.parent.InterpreterNotFoundError) as info:
+            connect(router, podman, container=name, connect_timeout=5)
+        assert time.monotonic() - started < 5
+        assert "podman into container %r" % (name,) in str(info.value)
+        assert "'python3' was not found" in str(info.value)
+    finally:
+        podman.remove(name)
