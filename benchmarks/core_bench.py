@@ -100,6 +100,70 @@ def ssh_benchmarks(router, starts: int, calls: int) -> None:
         context.shutdown(wait=True, timeout=10)
 
 
+def container_benchmarks(
+    router: mitogen.master.Router, starts: int, calls: int, megabytes: int
+) -> None:
+    """Time docker and podman contexts against their plain CLIs on a
+    private dockerd and private podman storage (started here; needs root)."""
+    from tests.testbed.containers import Dockerd, Podman
+
+    for method, runtime in ("docker", Dockerd()), ("podman", Podman()):
+        runtime.start()
+        try:
+            container = runtime.run_container()
+            cli = [method] + runtime.cli_args
+            kwargs = {"container": container, method + "_args": runtime.cli_args}
+            container_figures(router, method, cli, kwargs, starts, calls, megabytes)
+        finally:
+            runtime.stop()
+
+
+def container_figures(
+    router: mitogen.master.Router,
+    method: str,
+    cli: list[str],
+    kwargs: dict,
+    starts: int,
+    calls: int,
+    megabytes: int,
+) -> None:
+    """Print one runtime's figures, each with its ratio to the plain CLI."""
+    exec_argv = cli + ["exec", "-i", kwargs["container"]]
+
+    def plain(argv: list[str]) -> float:
+        return statistics.median(
+            timed(lambda: subprocess.run(argv, check=True)) for _ in range(starts)
+        )
+
+    exec_true = plain(exec_argv + ["true"])
+    exec_python = plain(exec_argv + ["python3", "-c", "pass"])
+    report("%s exec CT true (median)" % method, exec_true * 1e3, "ms")
+    report("%s exec CT python3 -c pass" % method, exec_python * 1e3, "ms")
+    samples = []
+    for _ in range(starts):
+        began = time.perf_counter()
+        context = getattr(router, method)(**kwargs)
+        samples.append(time.perf_counter() - began)
+        context.shutdown(wait=True, timeout=10)
+    start = statistics.median(samples)
+    report("%s context start (median)" % method, start * 1e3, "ms")
+    print("%-28s %12.2f x exec python3 -c pass" % ("", start / exec_python), flush=True)
+    context = getattr(router, method)(**kwargs)
+    rtt = statistics.median(round_trips(context, calls))
+    report("%s call round trip" % method, rtt * 1e6, "us")
+    print("%-28s %12.4f x exec true" % ("", rtt / exec_true), flush=True)
+    data = b"\0" * (megabytes * 1048576)
+    context.call(remote_funcs.byte_count, b"")
+    into = min(timed(lambda: context.call(remote_funcs.byte_count, data)) for _ in range(3))
+    cat = min(
+        timed(lambda: subprocess.run(exec_argv + ["sh", "-c", "cat >/dev/null"], input=data))
+        for _ in range(3)
+    )
+    report("%d MiB into the container" % megabytes, into * 1e3, "ms")
+    print("%-28s %12.2f x exec -i cat" % ("", into / cat), flush=True)
+    context.shutdown(wait=True, timeout=10)
+
+
 def report(name: str, value: float, unit: str, ref_key: str | None = None) -> None:
     line = "%-28s %12.1f %s" % (name, value, unit)
     if ref_key:
@@ -117,6 +181,11 @@ def main() -> None:
         "--ssh",
         action="store_true",
         help="also time ssh and ssh->sudo contexts on a private testbed (needs root)",
+    )
+    parser.add_argument(
+        "--containers",
+        action="store_true",
+        help="also time docker and podman contexts against their CLIs (needs root)",
     )
     args = parser.parse_args()
 
@@ -157,6 +226,8 @@ def main() -> None:
         )
         if args.ssh:
             ssh_benchmarks(router, args.starts, args.calls)
+        if args.containers:
+            container_benchmarks(router, args.starts, args.calls, args.megabytes)
     finally:
         broker.shutdown()
         broker.join()

@@ -7,3 +7,7 @@ def noop():
 
 def make_bytes(size: int) -> bytes:
     return b"\0" * size
+
+
+def byte_count(data: bytes) -> int:
+    return len(data)

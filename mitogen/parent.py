@@ -1535,6 +1535,53 @@ class Router(mitogen.core.Router):
         mitogen.doas.Options."""
         return self.connect("doas", **kwargs)
 
+    def docker(self, **kwargs):
+        """Start a context in a Docker container (docker exec) or a throwaway one (image=);
+        see mitogen.docker.Options."""
+        return self.connect("docker", **kwargs)
+
+    def podman(self, **kwargs):
+        """Start a context in a Podman container (podman exec); see mitogen.podman.Options."""
+        return self.connect("podman", **kwargs)
+
+    def buildah(self, **kwargs):
+        """Start a context in a Buildah working container (buildah run);
+        see mitogen.buildah.Options."""
+        return self.connect("buildah", **kwargs)
+
+    def lxc(self, **kwargs):
+        """Start a context in an LXC container (lxc-attach); see mitogen.lxc.Options."""
+        return self.connect("lxc", **kwargs)
+
+    def lxd(self, **kwargs):
+        """Start a context in an LXD instance (lxc exec); see mitogen.lxd.Options."""
+        return self.connect("lxd", **kwargs)
+
+    def incus(self, **kwargs):
+        """Start a context in an Incus instance (incus exec); see mitogen.incus.Options."""
+        return self.connect("incus", **kwargs)
+
+    def kubectl(self, **kwargs):
+        """Start a context in a Kubernetes pod (kubectl exec); see mitogen.kubectl.Options."""
+        return self.connect("kubectl", **kwargs)
+
+    def jail(self, **kwargs):
+        """Start a context in a FreeBSD jail (jexec); see mitogen.jail.Options."""
+        return self.connect("jail", **kwargs)
+
+    def machinectl(self, **kwargs):
+        """Start a context in a systemd-nspawn machine; see mitogen.machinectl.Options."""
+        return self.connect("machinectl", **kwargs)
+
+    def chroot(self, **kwargs):
+        """Start a context inside a chroot directory (root only); see mitogen.chroot.Options."""
+        return self.connect("chroot", **kwargs)
+
+    def setns(self, **kwargs):
+        """Start a context in the namespaces of a container's init process (root only);
+        see mitogen.setns.Options."""
+        return self.connect("setns", **kwargs)
+
 
 def _prepare_proxy_kwargs(method_name, kwargs):
     """Load the method's module here, so errors it raises remotely can be

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Prepare this machine (Debian 12, as root) for the test suite's private sshd,
-# test accounts, sudo/su/doas and network-namespace hosts.
+# test accounts, sudo/su/doas, network-namespace hosts and container runtimes
+# (docker.io, podman, lxc, debootstrap: the tests start their own private
+# dockerd and podman storage, see tests/testbed/containers.py; no system
+# container service is started or enabled).
 #
 # Idempotent and non-interactive. It installs the needed Debian packages, makes
 # sure no system-wide sshd is left listening (the tests run their own sshd on
@@ -10,7 +13,8 @@ set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
 
-PACKAGES=(openssh-server openssh-client sudo acl opendoas iproute2 rsync)
+PACKAGES=(openssh-server openssh-client sudo acl opendoas iproute2 rsync
+    docker.io podman runc lxc debootstrap)
 
 die() {
     echo "setup-system.sh: ERROR: $*" >&2
@@ -57,7 +61,8 @@ else
 fi
 
 for bin in /usr/sbin/sshd /usr/bin/ssh /usr/bin/ssh-keygen /usr/bin/sudo /usr/sbin/visudo \
-    /usr/bin/doas /usr/bin/setfacl /usr/sbin/ip; do
+    /usr/bin/doas /usr/bin/setfacl /usr/sbin/ip /usr/sbin/dockerd /usr/bin/podman \
+    /usr/sbin/runc /usr/bin/lxc-start /usr/bin/lxc-attach /usr/sbin/debootstrap /usr/bin/nsenter; do
     [ -x "$bin" ] || die "$bin missing after install"
 done
 

@@ -6,6 +6,7 @@ Load it from a conftest with `pytest_plugins = ["tests.testbed.plugin"]`.
   root; any other setup problem is an error.
 - `netns_hosts`: NetnsHosts with 3 namespace hosts (10.77.0.1-3, mitogen-h1..3),
   each with its own sshd on port 22, sharing the testbed's accounts and keys.
+- `dockerd`, `podman`, `lxc`: container runtimes with private state (tests/testbed/containers.py).
 
 Teardown runs on normal exit, on failure, on Ctrl-C (pytest tears fixtures down on
 KeyboardInterrupt) and on SIGTERM (turned into KeyboardInterrupt while the testbed
@@ -19,6 +20,7 @@ from types import FrameType
 
 import pytest
 
+from .containers import Dockerd, Lxc, Podman
 from .core import Testbed
 from .netns import NetnsHosts
 
@@ -57,3 +59,45 @@ def netns_hosts(testbed: Testbed) -> Iterator[NetnsHosts]:
         yield hosts
     finally:
         testbed.stop_netns()
+
+
+def _need_root(what: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip(f"{what} needs root (running as uid {os.geteuid()})")
+
+
+@pytest.fixture(scope="session")
+def dockerd() -> Iterator[Dockerd]:
+    """A private dockerd with the cached test images; fails (never skips)
+    when docker.io is not installed."""
+    _need_root("a private dockerd")
+    daemon = Dockerd()
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def podman() -> Iterator[Podman]:
+    """Podman with private storage and the cached test image."""
+    _need_root("podman with private storage")
+    runtime = Podman()
+    try:
+        runtime.start()
+        yield runtime
+    finally:
+        runtime.stop()
+
+
+@pytest.fixture(scope="session")
+def lxc() -> Iterator[Lxc]:
+    """LXC containers in a private lxcpath."""
+    _need_root("LXC")
+    runtime = Lxc()
+    try:
+        runtime.start()
+        yield runtime
+    finally:
+        runtime.stop()
