@@ -108,9 +108,8 @@ def connect_error(
     result: dict[str, Any], python: str | list[str], become_timeout_message: str = ""
 ) -> AnsibleError:
     """The exception stock Ansible would raise for a failed hop, worded as
-    FAILURE_WORDING says; our own detailed message is shown at -vvv."""
+    FAILURE_WORDING says (the connection shows our detailed message at -vvv)."""
     method, kind = result["method_name"], result["reason"]
-    display.vvv("Mitogen: %s" % (result["msg"],))
     group = "become" if method in BECOME_METHODS else "ssh" if method == "ssh" else "any"
     for key in ("any", kind), (group, kind), (group, None), ("any", None):
         if key in FAILURE_WORDING:
