@@ -40,6 +40,7 @@ class MuxProcess:
 
     _proc: subprocess.Popen[bytes] | None = None
     _lock = threading.Lock()
+    _fork_hook = False
 
     @classmethod
     def start(cls, settings: Mapping[str, str] | None = None) -> str:
@@ -73,7 +74,19 @@ class MuxProcess:
             raise MuxError("the Mitogen mux process failed to start (exit status %s)", proc.poll())
         cls._proc = proc
         os.environ[ENV_PATH] = line
+        if not cls._fork_hook:
+            os.register_at_fork(after_in_child=cls._forget_in_child)
+            cls._fork_hook = True
         atexit.register(cls.stop)
+
+    @classmethod
+    def _forget_in_child(cls) -> None:
+        """In a process forked from ansible-playbook (a worker): close the copy of the
+        mux's stdin, so the mux sees EOF as soon as ansible-playbook itself dies (even
+        by SIGKILL) rather than when the last worker ends its task."""
+        proc, cls._proc = cls._proc, None
+        if proc is not None and proc.stdin is not None:
+            proc.stdin.close()
 
     @classmethod
     def stop(cls) -> None:
