@@ -45,6 +45,8 @@ _CONTROL_OPTIONS = ("controlmaster", "controlpersist", "controlpath")
 BECOME_METHODS = ("sudo", "su", "doas")
 
 SERVICE = "ansible_mitogen.services.ContextService"
+#: Seconds an interrupted call waits for the mux to start shutting its chain down.
+ABANDON_SECONDS = 1.0
 
 display = Display()
 
@@ -369,6 +371,23 @@ class Connection(ConnectionBase):
             )
         except mitogen.core.CallError as e:
             raise AnsibleError(str(e))
+        except BaseException:
+            # Interrupted mid-call (the task's `timeout:`, Ctrl-C): the context may stay
+            # busy with the call for ever, so the next task must not be given it.
+            self._abandon()
+            raise
+
+    def _abandon(self) -> None:
+        """Have the mux shut down the chain of the held context and forget it, waiting at
+        most ABANDON_SECONDS for the mux to take the request (the shutdown goes on there)."""
+        stack, self.context = self._stack, None
+        if not stack:
+            return
+        try:
+            _, mux = ansible_mitogen.process.get_router()
+            mux.call_service_async(SERVICE, "reset", stack=stack).get(timeout=ABANDON_SECONDS)
+        except mitogen.core.Error:
+            pass  # still shutting down (or the mux is gone): the chain is forgotten already
 
     def uses_tty(self) -> bool:
         """True if stock Ansible runs commands without input in a terminal."""
