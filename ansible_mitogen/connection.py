@@ -365,9 +365,12 @@ class Connection(ConnectionBase):
         except mitogen.core.ChannelError as e:
             chain = describe_stack(self._stack or [])
             self.context = None
+            reason = str(e)
+            if not ansible_mitogen.process.mux_alive():
+                reason = "the Mitogen mux has exited or was killed"
             raise AnsibleConnectionFailure(
                 "%slost the connection (%s) while running the task: %s"
-                % (self.lost_prefix, chain, e)
+                % (self.lost_prefix, chain, reason)
             )
         except mitogen.core.CallError as e:
             raise AnsibleError(str(e))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import os
 import select
+import socket
 import subprocess
 import sys
 import threading
@@ -133,9 +134,29 @@ def get_router() -> tuple[mitogen.parent.Router, mitogen.core.Context]:
                 "the Mitogen mux is not running: use a mitogen_* strategy "
                 "(or the ansible_mitogen strategy plugins) to start it"
             )
-        router, mux = mitogen.unix.connect(path)
+        try:
+            router, mux = mitogen.unix.connect(path)
+        except mitogen.unix.ConnectError as e:
+            raise MuxError("the Mitogen mux has exited or was killed (%s)" % (e,))
         _connection.update(pid=os.getpid(), router=router, mux=mux)
     return _connection["router"], _connection["mux"]  # type: ignore[return-value]
+
+
+def mux_alive() -> bool:
+    """Does the mux still accept connections? (False once it has exited, even by SIGKILL,
+    which leaves its socket file behind.) Used to say what was lost when a call fails."""
+    path = os.environ.get(ENV_PATH)
+    if not path:
+        return False
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(1.0)
+    try:
+        sock.connect(path)
+    except OSError:
+        return False
+    finally:
+        sock.close()
+    return True
 
 
 def disconnect() -> None:
