@@ -46,6 +46,8 @@ _CONTROL_OPTIONS = ("controlmaster", "controlpersist", "controlpath")
 BECOME_METHODS = ("sudo", "su", "doas")
 
 SERVICE = "ansible_mitogen.services.ContextService"
+#: Seconds an interrupted call waits for the mux to start shutting its chain down.
+ABANDON_SECONDS = 1.0
 
 display = Display()
 
@@ -420,12 +422,32 @@ class Connection(ConnectionBase):
             chain = describe_stack(self._stack or [])
             self._vvv("MITOGEN LOST CONNECTION (%s): %s" % (chain, e))
             self.context = None
+            reason = str(e)
+            if not ansible_mitogen.process.mux_alive():
+                reason = "the Mitogen mux has exited or was killed"
             raise AnsibleConnectionFailure(
                 "%slost the connection (%s) while running the task: %s"
-                % (self.lost_prefix, chain, e)
+                % (self.lost_prefix, chain, reason)
             )
         except mitogen.core.CallError as e:
             raise AnsibleError(str(e))
+        except BaseException:
+            # Interrupted mid-call (the task's `timeout:`, Ctrl-C): the context may stay
+            # busy with the call for ever, so the next task must not be given it.
+            self._abandon()
+            raise
+
+    def _abandon(self) -> None:
+        """Have the mux shut down the chain of the held context and forget it, waiting at
+        most ABANDON_SECONDS for the mux to take the request (the shutdown goes on there)."""
+        stack, self.context = self._stack, None
+        if not stack:
+            return
+        try:
+            _, mux = ansible_mitogen.process.get_router()
+            mux.call_service_async(SERVICE, "reset", stack=stack).get(timeout=ABANDON_SECONDS)
+        except mitogen.core.Error:
+            pass  # still shutting down (or the mux is gone): the chain is forgotten already
 
     def uses_tty(self) -> bool:
         """True if stock Ansible runs commands without input in a terminal."""

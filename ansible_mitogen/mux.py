@@ -108,7 +108,9 @@ def main() -> None:
         while os.read(0, 4096):
             pass
     finally:
-        pool.stop(join=True)
+        # Not joining the pool's threads: one may be connecting (ssh waiting for a banner)
+        # until its timeout; shutting the broker down ends that attempt now.
+        pool.stop()
         listener.stop()
         broker.shutdown()
         broker.join()

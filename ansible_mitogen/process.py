@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import os
 import select
+import socket
 import subprocess
 import sys
 import threading
@@ -40,6 +41,7 @@ class MuxProcess:
 
     _proc: subprocess.Popen[bytes] | None = None
     _lock = threading.Lock()
+    _fork_hook = False
 
     @classmethod
     def start(cls, settings: Mapping[str, str] | None = None) -> str:
@@ -73,7 +75,19 @@ class MuxProcess:
             raise MuxError("the Mitogen mux process failed to start (exit status %s)", proc.poll())
         cls._proc = proc
         os.environ[ENV_PATH] = line
+        if not cls._fork_hook:
+            os.register_at_fork(after_in_child=cls._forget_in_child)
+            cls._fork_hook = True
         atexit.register(cls.stop)
+
+    @classmethod
+    def _forget_in_child(cls) -> None:
+        """In a process forked from ansible-playbook (a worker): close the copy of the
+        mux's stdin, so the mux sees EOF as soon as ansible-playbook itself dies (even
+        by SIGKILL) rather than when the last worker ends its task."""
+        proc, cls._proc = cls._proc, None
+        if proc is not None and proc.stdin is not None:
+            proc.stdin.close()
 
     @classmethod
     def stop(cls) -> None:
@@ -120,9 +134,29 @@ def get_router() -> tuple[mitogen.parent.Router, mitogen.core.Context]:
                 "the Mitogen mux is not running: use a mitogen_* strategy "
                 "(or the ansible_mitogen strategy plugins) to start it"
             )
-        router, mux = mitogen.unix.connect(path)
+        try:
+            router, mux = mitogen.unix.connect(path)
+        except mitogen.unix.ConnectError as e:
+            raise MuxError("the Mitogen mux has exited or was killed (%s)" % (e,))
         _connection.update(pid=os.getpid(), router=router, mux=mux)
     return _connection["router"], _connection["mux"]  # type: ignore[return-value]
+
+
+def mux_alive() -> bool:
+    """Does the mux still accept connections? (False once it has exited, even by SIGKILL,
+    which leaves its socket file behind.) Used to say what was lost when a call fails."""
+    path = os.environ.get(ENV_PATH)
+    if not path:
+        return False
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(1.0)
+    try:
+        sock.connect(path)
+    except OSError:
+        return False
+    finally:
+        sock.close()
+    return True
 
 
 def disconnect() -> None:
