@@ -190,3 +190,20 @@ def test_tutorial_examples_run() -> None:
         if not line.startswith("grandchild"):  # not shown in the tutorial
             assert "    " + line + "\n" in tutorial, "the tutorial does not show %r" % (line,)
     assert "grandchild's parent is the child: True" in lines
+
+
+def test_reference_pages_follow_the_code(built: Path) -> None:
+    """The settings, accelerated plugins and versions the code has are the ones the
+    configuration and versions pages name."""
+    pytest.importorskip("ansible", reason="ansible-core is not installed")
+    from ansible_mitogen import compat, connection, loaders, services, strategy
+
+    configuration = page_text(built, "configuration")
+    named = [*strategy.MUX_SETTINGS, *services.LIMIT_VARIABLES.values()]
+    named += [*connection.BECOME_METHODS, *loaders.SSH_NAMES, *loaders.LOCAL_NAMES]
+    named += [str(getattr(services.Limits(), field)) for field, _ in strategy.MUX_SETTINGS.values()]
+    missing = [name for name in named if name not in configuration]
+    assert not missing, "configuration.html does not name %s" % (missing,)
+    versions = page_text(built, "versions")
+    for series in compat.SUPPORTED_SERIES:
+        assert "%d.%d" % series in versions, series
