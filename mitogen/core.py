@@ -1834,6 +1834,7 @@ class ExternalContext:
         mitogen.parent_id = mitogen.parent_ids[0]
 
     def _setup_router(self):
+        #: The child's Broker: the thread that does all its I/O.
         self.broker = Broker()
         self.router = Router(self.broker)
         self.router.max_message_size = self.config["max_message_size"]
@@ -1917,6 +1918,7 @@ class ExternalContext:
             root.setLevel(logging.DEBUG)
 
     def _setup_importer(self):
+        #: The Importer that fetches modules from the parent (first on sys.meta_path).
         self.importer = Importer(
             self.router, self.parent, self.config["whitelist"], self.config["blacklist"]
         )
@@ -1928,7 +1930,9 @@ class ExternalContext:
         os.dup2(devnull, 0)
         os.close(devnull)
         sys.stdin = open(0, "r", closefd=False)
+        #: The stream that turns what is written to fd 1 into log records.
         self.stdout_log = IoLoggerProtocol.build_stream("stdout", 1)
+        #: The stream that turns what is written to fd 2 into log records.
         self.stderr_log = IoLoggerProtocol.build_stream("stderr", 2)
         for stream in self.stdout_log, self.stderr_log:
             self.broker.start_receive(stream)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian machine for this project: system packages (as root),
-# a Python 3.12 virtualenv in .venv with the test tools, and a check that the
+# a Python 3.12 virtualenv in .venv with the test and docs tools, and a check that the
 # target Pythons 3.6 to 3.13 exist under pyenv. Idempotent; fails loudly.
 set -euo pipefail
 
@@ -17,13 +17,14 @@ else
     echo "setup.sh: not root: skipping system packages (sshd, sudo, doas); tests needing them will be skipped" >&2
 fi
 
-make_venv() {  # make_venv DIR VERSION: a venv of that version with the test tools
-    local dir=$1 version=$2
+make_venv() {  # make_venv DIR VERSION [REQUIREMENTS...]: a venv of that version with the test tools (and those)
+    local dir=$1 version=$2 extra=() req
+    for req in "${@:3}"; do extra+=(-r "$req"); done
     if [ ! -x "$dir/bin/python" ] || ! "$dir/bin/python" -c "import sys; assert '%d.%d' % sys.version_info[:2] == '$version'" 2>/dev/null; then
         rm -rf "$dir"
         "$(find_python "$version")" -m venv "$dir"
     fi
-    "$dir/bin/pip" install -q --disable-pip-version-check -r requirements-dev.txt
+    "$dir/bin/pip" install -q --disable-pip-version-check -r requirements-dev.txt "${extra[@]}"
 }
 
 missing=()
@@ -32,7 +33,7 @@ for minor in 6 7 8 9 10 11 12 13; do
 done
 [ "${#missing[@]}" -eq 0 ] || die "target Pythons missing under $pyenv_root/versions: ${missing[*]} (install them with pyenv)"
 
-make_venv .venv 3.12
+make_venv .venv 3.12 requirements-docs.txt  # the docs are built (and tested) with .venv only
 if [ "${FULL:-0}" = 1 ]; then
     make_venv .venv-3.11 3.11
 fi
