@@ -15,9 +15,10 @@ them, one job each:
 - mitogen.pollers, mitogen.kqueue_poller: the kernel-backed pollers.
 - mitogen.blocking_io: blocking I/O for the synchronous phase of a child.
 
-Children that start grandchildren import it over the wire; importing it
-brings the modules above with it in the same answer (they are its related
-modules), so splitting costs a child no extra module request.
+Children that start grandchildren import these modules over the wire. The
+master sends the modules a requested one imports (its related modules)
+ahead of it in the same answer, so the split costs a via= hop no extra
+module request (tests/unit/test_importer.py::test_via_hop_module_requests).
 """
 
 import mitogen.core
