@@ -1,7 +1,8 @@
 """Blocking I/O helpers for the synchronous phase of talking to a child,
 before its descriptors are handed to the Broker: read until a marker,
-iterate over what several descriptors produce, write a whole buffer, and
-close inherited descriptors in a new child.
+iterate over what several descriptors produce, write a whole buffer, read
+an exact number of bytes from a socket, and close inherited descriptors in
+a new child.
 
 Deadlines are absolute times on the mitogen.core.now() (monotonic) clock,
 or None to wait forever. mitogen.parent re-exports every function here.
@@ -11,16 +12,11 @@ import math
 import os
 import select
 
+import mitogen.bootstrap
 import mitogen.core
 
 #: How much of the last output an error message quotes.
 ERROR_CONTEXT_BYTES = 100
-
-
-def _eof_error(fmt, *args):
-    import mitogen.parent  # imported here: mitogen.parent imports this module
-
-    return mitogen.parent.EofError(fmt, *args)
 
 
 def _poll_ms(deadline):
@@ -64,7 +60,9 @@ def iter_read(fds, deadline=None):
                 continue
             last = (last + data)[-ERROR_CONTEXT_BYTES:]
             yield data
-    raise _eof_error("end of file on fds %s; the last bytes read were %r", sorted(fds), last)
+    raise mitogen.bootstrap.EofError(
+        "end of file on fds %s; the last bytes read were %r", sorted(fds), last
+    )
 
 
 def discard_until(fd, s, deadline=None):
@@ -106,10 +104,23 @@ def write_all(fd, s, deadline=None):
             continue
         n, disconnected = mitogen.core.io_op(os.write, fd, view[written : written + step])
         if disconnected:
-            raise _eof_error(
+            raise mitogen.bootstrap.EofError(
                 "the reader of fd %d went away after %d of %d bytes", fd, written, len(view)
             )
         written += n or 0
+
+
+def recv_exact(sock, n):
+    """Read exactly `n` bytes from the blocking socket `sock`.
+
+    :raises EOFError: the peer closed the connection first."""
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise EOFError()
+        buf += chunk
+    return buf
 
 
 def _open_fds():

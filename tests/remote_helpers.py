@@ -215,3 +215,32 @@ def disturb_process_state(directory):
     pending.write("written by the context only")
     _disturbances.extend((kept, pending))
     return kept.name
+
+
+@mitogen.core.takes_econtext
+def promote_router(econtext):
+    """Make a Context before this child's Router becomes a parent Router,
+    upgrade it, and report what each became: (router class, id allocator
+    class, responder class, the early Context's class, whether its default
+    call chain is its own, the parent Context's class)."""
+    import mitogen.parent
+
+    early = econtext.router.context_by_id(987654, name="early")
+    before = type(early).__module__ + "." + type(early).__name__
+    mitogen.parent.upgrade_router(econtext)
+    router = econtext.router
+
+    def name(obj):
+        return type(obj).__module__ + "." + type(obj).__name__
+
+    chain = getattr(early, "default_call_chain", None)
+    return {
+        "early_before": before,
+        "router": name(router),
+        "id_allocator": name(router.id_allocator),
+        "responder": name(router.responder),
+        "route_monitor": name(router.route_monitor),
+        "early": name(early),
+        "early_chain_is_own": chain is not None and chain.context is early,
+        "parent": name(econtext.parent),
+    }

@@ -82,6 +82,23 @@ def test_every_supported_python_is_installed():
     assert {"python3.%d" % n for n in range(6, 14)} <= versions
 
 
+def test_upgrade_promotes_router_and_known_contexts(router):
+    """A child's core Router becomes a parent Router through the one
+    initialiser a parent Router uses, and Contexts it made before (its
+    parent's, an unpickled argument's) gain the call methods."""
+    report = router.local().call(remote_helpers.promote_router)
+    assert report == {
+        "early_before": "mitogen.core.Context",
+        "router": "mitogen.routing.Router",
+        "id_allocator": "mitogen.routing.ChildIdAllocator",
+        "responder": "mitogen.routing.ModuleForwarder",
+        "route_monitor": "mitogen.routing.RouteMonitor",
+        "early": "mitogen.calls.Context",
+        "early_chain_is_own": True,
+        "parent": "mitogen.calls.Context",
+    }
+
+
 def test_context_ids_and_names(router):
     a = router.local(name="alpha")
     b = router.local(via=a, name="beta")

@@ -71,6 +71,19 @@ def test_mitogen_modules_come_from_master(router, modname):
     assert path.startswith("master:") and path.endswith(modname.split(".")[1] + ".py")
 
 
+def test_via_hop_module_requests(router):
+    """A child that becomes a parent for a via= hop fetches Mitogen's parent
+    side (mitogen.parent and the modules it is split into) in as few
+    GET_MODULE requests as before the split: the function's own module, the
+    connection method's, and one stdlib module that subprocess imports
+    behind a platform check (msvcrt), answered negatively."""
+    hop = router.local(name="hop")
+    before = router.responder.get_module_count
+    leaf = router.local(via=hop, name="leaf")
+    assert leaf.call(remote_helpers.identity, 5) == 5
+    assert router.responder.get_module_count - before <= 3
+
+
 def test_bootstrap_budgets():
     assert len(mitogen.parent.get_stage0_command()) < 1024
     assert len(mitogen.parent.get_preamble()) <= 19108

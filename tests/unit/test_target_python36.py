@@ -23,6 +23,13 @@ TARGET_FILES = sorted(
 IMPORTED = [
     "mitogen.core",
     "mitogen.parent",
+    "mitogen.spawn",
+    "mitogen.bootstrap",
+    "mitogen.prompting",
+    "mitogen.calls",
+    "mitogen.routing",
+    "mitogen.pollers",
+    "mitogen.blocking_io",
     "mitogen.master",
     "mitogen.service",
     "mitogen.ssh",
