@@ -196,6 +196,8 @@ class VerdictTest(unittest.TestCase):
                     "ok: [testhost] => {}",
                     "<127.0.0.1> ESTABLISH LOCAL CONNECTION FOR USER: root",
                     "<127.0.0.1> EXEC /bin/sh -c 'echo ~root'",
+                    "<127.0.0.1> ESTABLISH MITOGEN CONNECTION FOR USER: root VIA local",
+                    "<127.0.0.1> MITOGEN EXEC /bin/sh -c 'echo ~root'",
                 ],
             )
         )

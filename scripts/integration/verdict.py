@@ -52,8 +52,11 @@ from collections.abc import Iterable, Sequence
 ENTRY_KEYS = frozenset(
     {"summary", "why", "patch", "differences", "fails_at", "stock_plumbing_hosts"}
 )
-#: Lines of stock connection plugins at -vvv ("<host> EXEC ..."); Mitogen's log none.
-STOCK_PLUMBING = re.compile(r"^<([^>]+)> (ESTABLISH [A-Z]+ CONNECTION|EXEC |PUT |FETCH )")
+#: Lines of stock connection plugins at -vvv ("<host> EXEC ..."); Mitogen's own lines
+#: ("<host> ESTABLISH MITOGEN CONNECTION", "<host> MITOGEN EXEC ...") are not these.
+STOCK_PLUMBING = re.compile(
+    r"^<([^>]+)> (ESTABLISH (?!MITOGEN )[A-Z]+ CONNECTION|EXEC |PUT |FETCH )"
+)
 #: ansible's log_path line: date time p=PID u=USER n=LOGGER LEVEL| message
 LOG_LINE = re.compile(r"^\S+ \S+ p=(\d+) u=\S+ n=\S+ \w+\| ?(.*)$")
 #: A task result as the default callback (and ad-hoc `ansible`) print it.
