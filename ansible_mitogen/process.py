@@ -138,13 +138,18 @@ def get_router() -> tuple[mitogen.parent.Router, mitogen.core.Context]:
             router, mux = mitogen.unix.connect(path)
         except mitogen.unix.ConnectError as e:
             raise MuxError("the Mitogen mux has exited or was killed (%s)" % (e,))
-        _connection.update(pid=os.getpid(), router=router, mux=mux)
+        _connection.update(pid=os.getpid(), router=router, mux=mux, lost=False)
+        mitogen.core.listen(mux, "disconnect", lambda: _connection.update(lost=True))
     return _connection["router"], _connection["mux"]  # type: ignore[return-value]
 
 
 def mux_alive() -> bool:
-    """Does the mux still accept connections? (False once it has exited, even by SIGKILL,
-    which leaves its socket file behind.) Used to say what was lost when a call fails."""
+    """Is the mux still there? False once this process's link to it broke (the kernel may
+    still accept connections on the socket of a SIGKILLed mux for a moment), or when its
+    socket no longer accepts connections (SIGKILL leaves the socket file behind). Used to
+    say what was lost when a call fails."""
+    if _connection.get("pid") == os.getpid() and _connection.get("lost"):
+        return False
     path = os.environ.get(ENV_PATH)
     if not path:
         return False

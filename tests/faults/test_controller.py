@@ -85,7 +85,7 @@ def test_mux_killed_mid_run(harness: Harness, gate: faultlib.Gate, playbook: Any
         len(left),
     )
     assert set(observed.values()) <= {"FAILED", "UNREACHABLE"}, (observed, run.describe())
-    assert named, messages
+    assert named, [m for m in messages.values() if "mux" not in m]
     assert seconds < 15, f"ansible-playbook took {seconds:.1f}s to exit after the mux died"
     assert not left, f"left running: {left}"
 
