@@ -20,6 +20,8 @@ compressed, to every new context (mitogen.bootstrap.BOOTSTRAP_MODULES): they
 stay small, standard library only and Python 3.6 compatible. Objects that
 travel in pickles keep the names they have always had on the wire,
 mitogen.core.<name> (see mitogen.wire.wire_name); this module binds each.
+Names here are bindings, not homes: to replace the core's clock, patch
+mitogen.wire.now, which the core modules read when called.
 """
 
 from mitogen.broker import Broker, Poller, Timer, TimerList, Waker
