@@ -12,6 +12,11 @@ of services.LIMIT_VARIABLES, which the strategy sets from ansible.cfg or the
 user's environment (see strategy.py). The mux raises its own open-file
 limit as far as `Limits.total` connections need, and lowers `total` to what
 the hard limit allows.
+
+It writes its log records to its stderr as display lines, at the level of
+MITOGEN_LOG_LEVEL (the user's, or the strategy's at -vvvv) with the targets'
+too, else warnings only (logs.py). SIGUSR2 makes it log every thread's stack
+of its own and of each target context (stack_dump.py).
 """
 
 from __future__ import annotations
@@ -21,9 +26,12 @@ import logging
 import os
 import resource
 import signal
+import sys
 import threading
 
+import ansible_mitogen.logs
 import ansible_mitogen.services
+import ansible_mitogen.stack_dump
 import mitogen.bootstrap
 import mitogen.master
 import mitogen.service
@@ -90,6 +98,7 @@ def main() -> None:
         signal.signal(signal.SIGINT, _outlive_interrupt)
     try:
         limits = ansible_mitogen.services.Limits.from_environment(os.environ)
+        ansible_mitogen.logs.requested_level(os.environ, verbosity=0)  # a bad level stops it here
     except ValueError as e:
         raise SystemExit("ansible_mitogen mux: %s" % (e,))
     total_variable = ansible_mitogen.services.LIMIT_VARIABLES["total"]
@@ -97,11 +106,20 @@ def main() -> None:
     broker = mitogen.master.Broker()
     router = mitogen.master.Router(broker)
     router.unidirectional = True
+    scrubber = ansible_mitogen.logs.Scrubber()
+    contexts = ansible_mitogen.services.ContextService(router, limits, on_secret=scrubber.add)
+    ansible_mitogen.logs.start_mux_logging(os.environ, sys.stderr, contexts.host_of, scrubber)
+    ansible_mitogen.stack_dump.install(
+        lambda: [
+            (router.context_by_id(context_id), contexts.host_of(context_id))
+            for context_id in sorted(contexts.context_ids())
+        ]
+    )
     pool = mitogen.service.Pool(
         router,
         size=POOL_SIZE,
         services=[
-            ansible_mitogen.services.ContextService(router, limits),
+            contexts,
             mitogen.service.FileService(router),
             mitogen.service.PushFileService(router),
         ],

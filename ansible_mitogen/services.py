@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -293,24 +293,45 @@ class ContextService(mitogen.service.Service):
     shut down under it) and keeps the last one until put(); the table's
     victims for the machines the chain touches are then shut down."""
 
-    def __init__(self, router: mitogen.parent.Router, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        router: mitogen.parent.Router,
+        limits: Limits | None = None,
+        on_secret: Callable[[str], None] | None = None,
+    ) -> None:
         super().__init__(router)
         self.limits = limits or Limits()
         self._lock = threading.Lock()
         self._table = InterpreterTable(self.limits)
         self._starting = mitogen.service.Deduplicator()
+        #: Called with every secret (SECRET_KEYS) of the stacks asked for (log scrubbing).
+        self._on_secret = on_secret
+        #: Context ID -> host of the chain (see host_of()).
+        self._hosts: dict[int, str] = {}
 
     def context_ids(self) -> set[int]:
         """IDs of the contexts kept up now (in use or idle)."""
         with self._lock:
             return self._table.context_ids()
 
+    def host_of(self, context_id: int) -> str | None:
+        """The host a context runs on, for log lines: the `hostname` of its
+        chain's last hop that has one, `localhost` for local chains; None
+        for a context that is not (yet) up. Safe on any thread: takes no lock."""
+        return self._hosts.get(context_id)
+
     def _forget(self, context_id: int) -> None:
         with self._lock:
             self._table.remove(context_id)
+        self._hosts.pop(context_id, None)
 
     def _acquire_hop(
-        self, key: str, hop: dict[str, Any], target: str, via: mitogen.parent.Context | None
+        self,
+        key: str,
+        hop: dict[str, Any],
+        target: str,
+        via: mitogen.parent.Context | None,
+        host: str,
     ) -> mitogen.parent.Context:
         """Return the context for `key`, acquired for the caller; it is
         started once even when many workers ask at the same time."""
@@ -320,13 +341,18 @@ class ContextService(mitogen.service.Service):
                 if chain is not None and chain.context is not None:
                     self._table.acquire(chain.context_id)
                     return chain.context
-            self._starting.run(key, lambda: self._start_hop(key, hop, target, via))
+            self._starting.run(key, lambda: self._start_hop(key, hop, target, via, host))
         raise mitogen.core.StreamError(
             "%s to %s disconnected as soon as it started" % (hop["method"], target)
         )
 
     def _start_hop(
-        self, key: str, hop: dict[str, Any], target: str, via: mitogen.parent.Context | None
+        self,
+        key: str,
+        hop: dict[str, Any],
+        target: str,
+        via: mitogen.parent.Context | None,
+        host: str,
     ) -> None:
         with self._lock:
             if self._table.by_key(key) is not None:
@@ -335,6 +361,7 @@ class ContextService(mitogen.service.Service):
         if via is not None:
             kwargs["via"] = via
         context = self.router.connect(hop["method"], **kwargs)
+        self._hosts[context.context_id] = host
         context.call(ansible_mitogen.target.init_child)
         with self._lock:
             parent = via.context_id if via is not None else None
@@ -372,14 +399,20 @@ class ContextService(mitogen.service.Service):
         path: list[mitogen.parent.Context] = []
         targets: set[str] = set()
         target = None
+        host = "localhost"
         for depth in range(1, len(stack) + 1):
             hop = stack[depth - 1]
             target = hop_target(hop, target)
             targets.add(target)
+            host = str(hop["kwargs"].get("hostname") or host)
+            if self._on_secret is not None:
+                for name in SECRET_KEYS:
+                    if hop["kwargs"].get(name):
+                        self._on_secret(str(hop["kwargs"][name]))
             try:
                 path.append(
                     self._acquire_hop(
-                        stack_key(stack[:depth]), hop, target, path[-1] if path else None
+                        stack_key(stack[:depth]), hop, target, path[-1] if path else None, host
                     )
                 )
             except mitogen.core.StreamError as e:
