@@ -163,6 +163,8 @@ class Connection(ConnectionBase):
     method_name = "ssh"
     #: How stock's plugin begins the message when its link breaks.
     lost_prefix = ""
+    #: Whether the host's `mitogen_via` applies (via.py).
+    follows_via = True
 
     def __init__(self, play_context: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(play_context, *args, **kwargs)
@@ -584,8 +586,11 @@ class Connection(ConnectionBase):
         return mitogen.utils.cast(stack)
 
     def via_route(self) -> ansible_mitogen.via.Route:
-        """The hosts named by this host's `mitogen_via`, with their hops (via.py);
-        worked out once per set of task variables, like python_path()."""
+        """The hosts named by this host's `mitogen_via`, with their hops (via.py), none
+        for a connection that does not follow it (`follows_via`); worked out once per set
+        of task variables, like python_path()."""
+        if not self.follows_via:
+            return ansible_mitogen.via.Route()
         if self._via is None or self._via[0] is not self._task_vars:
             self._via = self._task_vars, ansible_mitogen.via.route(self._task_vars)
         return self._via[1]
@@ -661,6 +666,9 @@ class LocalConnection(Connection):
     user; commands run in the playbook directory like stock `local`."""
 
     method_name = "local"
+    #: A local connection runs on the controller, whatever host it is for
+    #: (`connection: local` plays), so no via host stands in between.
+    follows_via = False
 
     def __init__(self, play_context: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(play_context, *args, **kwargs)

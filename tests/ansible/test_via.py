@@ -98,7 +98,7 @@ def test_a_host_behind_a_bastion_gives_stock_results(
     harness: Harness, bastion_files: Path, tmp_path: Path, bastion: str
 ) -> None:
     """ssh -> ssh, and ssh -> sudo -> ssh; tasks delegated to the host behind it too.
-    -vvv shows the whole chain."""
+    -vvv shows the whole chain; `connection: local` stays on the controller."""
     inventory = write_inventory(harness, bastion_files, tmp_path / "inv.json", {"plain": bastion})
     comparison = harness.compare(
         VIA / "via.yml", args=["-i", str(inventory), "-vvv"], ignore=("delta", "start", "end")
@@ -114,6 +114,7 @@ def test_a_host_behind_a_bastion_gives_stock_results(
         f"ssh {harness.account('plain').name}@{sshd.address}:{sshd.port} "
     )
     assert chain in ours.stdout, ours.describe()
+    assert "VIA local (context" in ours.stdout and "-> local" not in ours.stdout
 
 
 def test_hosts_behind_a_bastion_go_through_its_one_context(
