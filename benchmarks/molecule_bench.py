@@ -11,6 +11,7 @@ have it. Run through benchmarks/molecule_bench.sh.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -54,28 +55,28 @@ def main() -> None:
     options = parser.parse_args()
     scenarios = options.scenario or list(SCENARIOS)
     if os.geteuid() != 0:
-        sys.exit("molecule_bench: needs root (the testbed and a private dockerd)")
+        sys.exit("molecule_bench: needs root (the testbed's sshd and a private dockerd)")
     times: dict[tuple[str, str], list[float]] = {}
-    with tempfile.TemporaryDirectory(prefix="molecule-bench-") as tmp, Testbed() as bed:
-        workdir = Path(tmp)
-        harness = Harness(bed, workdir / "harness")
-        daemon = Dockerd()
-        daemon.start()
-        try:
-            targets = {
-                "docker": {"DOCKER_HOST": daemon.socket},
-                "default": molecule_runner.ssh_target(harness.inventory_path),
-            }
-            count = 0
-            for round_number in range(options.rounds):
-                order = STRATEGIES if round_number % 2 == 0 else STRATEGIES[::-1]
-                for scenario in scenarios:
-                    for strategy in order:
-                        count += 1
-                        seconds = measure(scenario, strategy, targets[scenario], workdir, count)
-                        times.setdefault((scenario, strategy), []).append(seconds)
-        finally:
-            daemon.stop()
+    with contextlib.ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="molecule-bench-")))
+        targets: dict[str, dict[str, str]] = {}
+        if "default" in scenarios:  # the testbed (and its lock) only when it is used
+            bed = stack.enter_context(Testbed())
+            harness = Harness(bed, workdir / "harness")
+            targets["default"] = molecule_runner.ssh_target(harness.inventory_path)
+        if "docker" in scenarios:
+            daemon = Dockerd()
+            stack.callback(daemon.stop)
+            daemon.start()
+            targets["docker"] = {"DOCKER_HOST": daemon.socket}
+        count = 0
+        for round_number in range(options.rounds):
+            order = STRATEGIES if round_number % 2 == 0 else STRATEGIES[::-1]
+            for scenario in scenarios:
+                for strategy in order:
+                    count += 1
+                    seconds = measure(scenario, strategy, targets[scenario], workdir, count)
+                    times.setdefault((scenario, strategy), []).append(seconds)
     print(f"molecule test, median of {options.rounds} round(s):")
     for scenario in scenarios:
         stock = statistics.median(times[scenario, "linear"])

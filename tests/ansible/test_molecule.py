@@ -15,12 +15,13 @@ are strict xfails until then.
 
 from __future__ import annotations
 
+import grp
 import pwd
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -49,8 +50,6 @@ REQUIRED_STEPS = {
     "default": ["converge", "idempotence", "side_effect", "verify", "cleanup"],
     "docker": ["create", "converge", "idempotence", "side_effect", "verify", "destroy"],
 }
-#: The instance name in each scenario's molecule.yml.
-INSTANCES = {"default": "ssh-host", "docker": "example-instance"}
 PROBE = """\
 - name: Probe the interpreter
   hosts: all
@@ -76,7 +75,7 @@ NEEDS_REDIRECT = pytest.mark.xfail(
 )
 
 
-def _test(scenario: str, target: dict[str, str], workdir: Path) -> MoleculeRun:
+def _molecule_test(scenario: str, target: dict[str, str], workdir: Path) -> MoleculeRun:
     (workdir / "probe.yml").write_text(PROBE)
     base = workdir / "base.yml"
     base.write_text(f"provisioner:\n  playbooks:\n    side_effect: {workdir / 'probe.yml'}\n")
@@ -88,9 +87,9 @@ def _test(scenario: str, target: dict[str, str], workdir: Path) -> MoleculeRun:
     return run
 
 
-def _user_exists(name: str) -> bool:
+def _exists(database: Callable[[str], object], name: str) -> bool:
     try:
-        pwd.getpwnam(name)
+        database(name)
     except KeyError:
         return False
     return True
@@ -101,18 +100,21 @@ def default_run(
     harness: Harness, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MoleculeRun]:
     """`molecule test -s default` against a testbed account over the loopback sshd. The
-    role makes example-app and /opt/example-app on this machine: they must not exist
-    before, and the scenario's cleanup must have removed them after."""
-    if _user_exists(APP_USER) or APP_ROOT.exists():
-        pytest.fail(f"{APP_USER} or {APP_ROOT} exists already: not ours to overwrite")
+    role makes the user and group example-app and /opt/example-app on this machine:
+    they must not exist before, and the scenario's cleanup must have removed them."""
+    if _exists(pwd.getpwnam, APP_USER) or _exists(grp.getgrnam, APP_USER) or APP_ROOT.exists():
+        pytest.fail(f"user or group {APP_USER} or {APP_ROOT} exists already: not ours")
     target = molecule_runner.ssh_target(harness.inventory_path)
     try:
-        yield _test("default", target, tmp_path_factory.mktemp("molecule-default"))
+        yield _molecule_test("default", target, tmp_path_factory.mktemp("molecule-default"))
     finally:
         left = []
-        if _user_exists(APP_USER):
+        if _exists(pwd.getpwnam, APP_USER):
             left.append(f"user {APP_USER}")
             subprocess.run(["userdel", APP_USER], check=False)
+        if _exists(grp.getgrnam, APP_USER):
+            left.append(f"group {APP_USER}")
+            subprocess.run(["groupdel", APP_USER], check=False)
         if APP_ROOT.exists():
             left.append(str(APP_ROOT))
             shutil.rmtree(APP_ROOT)
@@ -124,7 +126,7 @@ def default_run(
 def docker_run(dockerd: Dockerd, tmp_path_factory: pytest.TempPathFactory) -> MoleculeRun:
     """`molecule test -s docker` with the testbed's private dockerd and its image."""
     target = {"DOCKER_HOST": dockerd.socket}
-    return _test("docker", target, tmp_path_factory.mktemp("molecule-docker"))
+    return _molecule_test("docker", target, tmp_path_factory.mktemp("molecule-docker"))
 
 
 def _assert_passes(scenario: str, run: MoleculeRun) -> None:
