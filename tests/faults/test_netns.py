@@ -13,6 +13,9 @@ reconnects."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.ansible.harness import TARGET_PYTHON, Harness, RunningPlaybook
+from tests.ansible.harness import TARGET_PYTHON, Harness, HarnessError, RunningPlaybook
 from tests.faults import faultlib
 from tests.faults.test_link import STRATEGIES, answer, descendants, watch
 from tests.testbed.netns import NetnsHost, NetnsHosts
@@ -67,6 +70,16 @@ def hosts(netns_hosts: NetnsHosts) -> Iterator[dict[str, NetnsHost]]:
     finally:
         for host in chosen.values():
             host.link_up()
+
+
+def end_runs(runs: dict[str, RunningPlaybook], finished: dict[str, Any]) -> None:
+    """Kill the runs a failed test did not wait for (their logs stay for the report)."""
+    for strategy, running in runs.items():
+        if strategy not in finished:
+            try:
+                running.wait(0)
+            except HarnessError:
+                pass
 
 
 def start_runs(
@@ -155,6 +168,7 @@ def test_unplugged_mid_task(
         harness, playbook(MID_TASK % {"seconds": TASK_SECONDS}), hosts, tmp_path, extra
     )
     unplugged: dict[tuple[str, str], float] = {}
+    finished: dict[str, Any] = {}
     try:
         for strategy, host in hosts.items():
             gate.wait_file(f"pid-{strategy}")
@@ -165,12 +179,13 @@ def test_unplugged_mid_task(
             gate.wait_ready(f"replug-{strategy}")
             host.link_up()
             gate.release(f"replug-{strategy}")
-        finished = {s: r.wait(120) for s, r in runs.items()}
+        finished.update((s, r.wait(120)) for s, r in runs.items())
     finally:
         for host in hosts.values():
             host.link_up()
         for strategy in hosts:
             gate.release(f"replug-{strategy}")
+        end_runs(runs, finished)
     # The target side of the lost session runs on until its task ends and its reply
     # finds no peer, as it does with stock.
     left = strays.wait(TASK_SECONDS + 10)
@@ -232,6 +247,7 @@ def test_unplugged_mid_connect(
     }
     runs = start_runs(harness, playbook(MID_CONNECT), hosts, tmp_path, extra)
     unplugged: dict[tuple[str, str], float] = {}
+    finished: dict[str, Any] = {}
     try:
         for strategy, host in hosts.items():
             gate.wait_ready(f"connect-{strategy}")
@@ -246,13 +262,14 @@ def test_unplugged_mid_connect(
             gate.wait_ready(f"replug-{strategy}")
             host.link_up()
             gate.release(f"replug-{strategy}")
-        finished = {s: r.wait(120) for s, r in runs.items()}
+        finished.update((s, r.wait(120)) for s, r in runs.items())
     finally:
         for host in hosts.values():
             host.link_up()
         for strategy in hosts:
             gate.release(f"connect-{strategy}")
             gate.release(f"replug-{strategy}")
+        end_runs(runs, finished)
     left = strays.wait(10)
     strays.reap(left)
     problems = check(
@@ -263,5 +280,126 @@ def test_unplugged_mid_connect(
         TIMEOUT + SLACK,
         left,
     )
+    assert not problems, "\n".join(problems) + "\n" + finished["mitogen_linear"].describe()
+    assert not left, f"left running: {left}"
+
+
+REBOOT = """- hosts: netns,plain
+  gather_facts: false
+  tasks:
+    - name: warm
+      command: echo warm
+    - name: reboot
+      reboot:
+        reboot_command: "/bin/touch {{ gate }}/ready-reboot-{{ tag }}"
+        boot_time_command: "cat {{ gate }}/boot-id-{{ tag }}"
+        connect_timeout: %(timeout)d
+        reboot_timeout: 90
+      when: inventory_hostname == 'netns'
+    - name: after the reboot
+      command: echo back
+    - name: gate break
+      shell: "{{ gate_break }}"
+      when: inventory_hostname == 'plain'
+    - name: wait for the connection
+      wait_for_connection:
+        connect_timeout: %(timeout)d
+        timeout: 90
+      when: inventory_hostname == 'netns'
+    - name: after waiting
+      command: echo back
+"""
+
+
+def go_down(host: NetnsHost, uid: int) -> list[int]:
+    """What a reboot does to the sessions on `host`: it drops off the network and every
+    process of `uid` in its namespace dies (the sessions' sshd children, the target
+    interpreters and their modules: all started by this test's runs). Its sshd listener
+    (started by the session's fixture) stays. Returns the PIDs killed."""
+    host.link_down()
+    found = subprocess.run(
+        ["ip", "netns", "pids", host.namespace], capture_output=True, text=True, check=True
+    )
+    killed = []
+    for pid in (int(p) for p in found.stdout.split()):
+        try:
+            if os.stat("/proc/%d" % pid).st_uid == uid:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return killed
+
+
+def test_reboot_and_wait_for_connection(
+    harness: Harness,
+    gate: faultlib.Gate,
+    playbook: Any,
+    hosts: dict[str, NetnsHost],
+    tmp_path: Path,
+) -> None:
+    """`reboot` (the real action plugin; its reboot and boot-id commands are the test's)
+    while the test takes the host down and back, then `wait_for_connection` while the
+    host is still down: both end OK with either strategy, and so does the next task."""
+    uid = harness.account("plain").uid
+    strays = faultlib.Strays(harness)
+    extra = {
+        s: {"gate": str(gate.path), "tag": s, "gate_break": gate.task(f"break-{s}")} for s in hosts
+    }
+    for strategy in hosts:
+        gate.file(f"boot-id-{strategy}").write_text("first boot\n")
+    path = playbook(REBOOT % {"timeout": TIMEOUT})
+    runs = start_runs(harness, path, hosts, tmp_path, extra)
+    killed: dict[str, list[int]] = {}
+    finished: dict[str, Any] = {}
+    try:
+        for strategy, host in hosts.items():
+            gate.wait_ready(f"reboot-{strategy}")
+            killed[strategy] = go_down(host, uid)
+            time.sleep(2)
+            gate.file(f"boot-id-{strategy}").write_text("second boot\n")
+            host.link_up()
+        back: dict[tuple[str, str], float] = {}
+        for strategy, host in hosts.items():
+            gate.wait_ready(f"break-{strategy}")
+            killed[strategy] += go_down(host, uid)
+            gate.release(f"break-{strategy}")
+        time.sleep(TIMEOUT)  # wait_for_connection's first attempts find nobody
+        for strategy, host in hosts.items():
+            host.link_up()
+            back[strategy, "netns"] = time.monotonic()
+        seconds = watch(runs, back, "wait for the connection", 90)
+        finished.update((s, r.wait(180)) for s, r in runs.items())
+    finally:
+        for host in hosts.values():
+            host.link_up()
+        for strategy in hosts:
+            gate.release(f"break-{strategy}")
+        end_runs(runs, finished)
+    left = strays.wait(10)
+    strays.reap(left)
+    problems = []
+    for strategy, run in finished.items():
+        rebooted = run.result("netns", "reboot")
+        waited = run.result("netns", "wait for the connection")
+        observed = "OK" if answer(rebooted) == answer(waited) == "OK" else "FAILED"
+        faultlib.record(
+            "reboot + wait_for_connection (netns host down, its sessions killed)",
+            strategy,
+            "OK",
+            observed,
+            seconds[strategy, "netns"],
+            len(left) if strategy == "mitogen_linear" else None,
+        )
+        if not killed[strategy]:
+            problems.append(f"{strategy}: no session of the host was there to kill")
+        if answer(rebooted) != "OK":
+            problems.append(f"{strategy}: reboot gave {rebooted}")
+        if answer(waited) != "OK":
+            problems.append(f"{strategy}: wait_for_connection gave {waited}")
+        for task in ("after the reboot", "after waiting"):
+            for name in ("netns", "plain"):
+                if run.result(name, task).get("stdout") != "back":
+                    problems.append(f"{strategy} {name}: {task}: {run.result(name, task)}")
     assert not problems, "\n".join(problems) + "\n" + finished["mitogen_linear"].describe()
     assert not left, f"left running: {left}"
