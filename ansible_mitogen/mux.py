@@ -69,6 +69,15 @@ def fit_open_files(
     return dataclasses.replace(limits, total=total)
 
 
+def log_to_stderr() -> None:
+    """Send warnings and errors (a refused peer, a corrupt frame, a forged message) to
+    the mux's stderr, which is ansible-playbook's, marked as the mux's."""
+    handler = logging.StreamHandler()
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("[mitogen mux] %(message)s"))
+    logging.getLogger().addHandler(handler)
+
+
 def _outlive_interrupt(signum: int, frame: object) -> None:
     """Ctrl-C reaches ansible-playbook's whole process group: the mux lives
     on until its stdin closes, then shuts every context down."""
@@ -83,6 +92,7 @@ def prepare(responder: mitogen.master.ModuleResponder) -> None:
 
 
 def main() -> None:
+    log_to_stderr()
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         # A handler rather than SIG_IGN, which the interpreters the mux
         # starts (connection local) would inherit: a fresh Python run by

@@ -64,6 +64,7 @@ class MuxProcess:
             [sys.executable, "-m", "ansible_mitogen.mux"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            stderr=_stderr(),
             env=env,
             close_fds=True,
         )
@@ -105,6 +106,18 @@ class MuxProcess:
             proc.wait()
         proc.stdout.close()
         os.environ.pop(ENV_PATH, None)
+
+
+def _stderr() -> int:
+    """The mux's stderr: ours. ansible-playbook's descriptor 2 is close-on-exec, so merely
+    inheriting it would start the mux without one: its warnings (refused peers, corrupt
+    frames) would be lost, and the next descriptor it opened would become its "stderr".
+    Passing it explicitly makes subprocess clear the flag in the child."""
+    try:
+        os.fstat(2)
+    except OSError:
+        return subprocess.DEVNULL
+    return 2
 
 
 def _read_line(fd: int, timeout: float) -> str:
