@@ -50,11 +50,11 @@ def test_100_hosts(harness: Harness, testbed: Testbed, fleet: NetnsHosts, tmp_pa
         if len(set(context_pids(run, host, tasks))) != 1
     ]
     faultlib.record(
-        "load: %d hosts x %d tasks (%d with become), forks %d"
-        % (HOST_COUNT, len(TASKS), len(BECOME), FORKS),
+        "load: %d hosts x %d tasks (%d with become), forks %d: %d/%d OK, %d rebuilt"
+        % (HOST_COUNT, len(TASKS), len(BECOME), FORKS, ok, len(answers), len(rebuilt)),
         "mitogen_linear",
         "all OK, 0 rebuilt",
-        "%d/%d OK, %d rebuilt" % (ok, len(answers), len(rebuilt)),
+        "all OK, 0 rebuilt" if ok == len(answers) and not rebuilt else "FAILED or rebuilt",
         run.seconds,
         len(left),
     )
