@@ -84,6 +84,17 @@ def hop_target(hop: dict[str, Any], via_target: str | None) -> str:
     return "%s:%s:%s" % (hop["method"], kwargs.get("hostname"), kwargs.get("port"))
 
 
+def describe_hop(hop: dict[str, Any]) -> str:
+    """A hop for messages, e.g. 'ssh to deploy@web1 port 22' or 'sudo to root'."""
+    kwargs = hop["kwargs"]
+    where = str(kwargs.get("username") or "")
+    if kwargs.get("hostname"):
+        where = "%s@%s" % (where, kwargs["hostname"]) if where else str(kwargs["hostname"])
+        if kwargs.get("port"):
+            where += " port %s" % (kwargs["port"],)
+    return "%s to %s" % (hop["method"], where) if where else str(hop["method"])
+
+
 def failure(error: mitogen.core.StreamError, method_name: str, hop: int) -> dict[str, Any]:
     """Describe a failed hop (`hop`: its index in the stack) for the worker: the
     message, as `reason` the error's kind (mitogen.core.StreamError.kind, 'other'
@@ -402,7 +413,16 @@ class ContextService(mitogen.service.Service):
             kwargs["via"] = via
         context = self.router.connect(hop["method"], **kwargs)
         self._hosts[context.context_id] = host
-        context.call(ansible_mitogen.target.init_child)
+        try:
+            context.call(ansible_mitogen.target.init_child)
+        except mitogen.core.ChannelError as e:
+            # The interpreter came up and then broke the link (it died, or sent what the
+            # router refused): a failed connection, not a traceback for the task.
+            raise mitogen.core.StreamError(
+                "%s: the interpreter disconnected during its first call (%s)",
+                describe_hop(hop),
+                e,
+            )
         with self._lock:
             parent = via.context_id if via is not None else None
             self._table.add(context.context_id, target, parent, key, context)

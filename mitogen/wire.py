@@ -252,6 +252,28 @@ class _Unpickler(pickle.Unpickler):
         return obj
 
 
+#: Memo opcodes that carry their own index. Protocol 4 never writes them (it uses
+#: MEMOIZE), and the C unpickler sizes its memo to the largest index it is given: a
+#: few bytes naming index 2**32-1 make it allocate and clear tens of gigabytes.
+_INDEXED_MEMO_OPCODES = frozenset(["PUT", "BINPUT", "LONG_BINPUT"])
+
+
+def _check_untrusted_pickle(data):
+    """Refuse, before unpickling, a body from a context that has no authority over us
+    (a child) if it holds an opcode our own pickler never writes that makes unpickling
+    cost far more than the body's size. Pure Python, so only such bodies pay for it."""
+    import pickletools
+
+    try:
+        for opcode, _, pos in pickletools.genops(data):
+            if opcode.name in _INDEXED_MEMO_OPCODES:
+                raise StreamError("refused to unpickle: opcode %s at offset %d", opcode.name, pos)
+    except StreamError:
+        raise
+    except Exception as e:
+        raise StreamError("cannot unpickle message: %s", e)
+
+
 class Message:
     """A routed message: header fields and a byte body."""
 
@@ -320,6 +342,8 @@ class Message:
             self.raise_dead()
         if self.encoding != ENC_PICKLE:
             raise StreamError("message body is not serialised data")
+        if not has_parent_authority(self):
+            _check_untrusted_pickle(self.data)
         try:
             obj = _Unpickler(self.data, self.router).load()
         except StreamError:
