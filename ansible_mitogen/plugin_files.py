@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml  # type: ignore[import-untyped]
+from ansible.utils.plugin_docs import merge_fragment
 
 from ansible_mitogen import compat
 
@@ -311,7 +312,7 @@ def _collection_file(collection: str, *parts: str) -> Path:
 
 def stock_container_doc(fqcn: str) -> dict:
     """The documentation of collection connection plugin `fqcn`, its documentation
-    fragments merged in (the plugin's own option definitions win)."""
+    fragments merged in as ansible-core merges them."""
     namespace, collection, name = fqcn.split(".")
     path = _collection_file(f"{namespace}.{collection}", "connection", f"{name}.py")
     doc = yaml.safe_load(_literal(path, "DOCUMENTATION"))
@@ -320,7 +321,15 @@ def stock_container_doc(fqcn: str) -> dict:
         fpath = _collection_file(f"{fns}.{fcoll}", "doc_fragments", f"{fname}.py")
         text = _literal(fpath, "ModuleDocFragment", (section or ["documentation"])[0].upper())
         extra = yaml.safe_load(text) or {}
-        doc["options"] = {**extra.get("options", {}), **doc.get("options", {})}
+        # as ansible-core's plugin_docs.add_fragments merges them
+        for key in ("notes", "seealso"):
+            doc.setdefault(key, []).extend(extra.pop(key, None) or [])
+            if not doc[key]:
+                del doc[key]
+        for key in ("options", "attributes"):
+            if key in extra:
+                merge_fragment(doc.setdefault(key, {}), extra.pop(key))
+        merge_fragment(doc, extra)
     return doc
 
 
