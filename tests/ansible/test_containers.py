@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,13 +93,16 @@ def podman_runtime(podman: Podman) -> Runtime:
     )
 
 
-def write_inventory(path: Path, connection: str, container: str, runtime: Runtime) -> Path:
+def write_inventory(
+    path: Path, connection: str, container: str, runtime: Runtime, extra: dict[str, Any]
+) -> Path:
     host = {
         "ansible_connection": connection,
         "ansible_host": container,
         "ansible_python_interpreter": CONTAINER_PYTHON,
         "workdir": WORKDIR,
         **runtime.variables,
+        **extra,
     }
     path.write_text(json.dumps({"all": {"hosts": {"plain": host}}}, indent=2))
     return path
@@ -126,15 +129,18 @@ def compare_in_containers(
     fallback: set[str] | frozenset[str] = frozenset(),
     ignore: tuple[str, ...] = (),
     per_container_vars: bool = False,
+    host_vars: Callable[[str], dict[str, Any]] = lambda name: {},
 ) -> tuple[Comparison, dict[str, str], dict[str, str]]:
     """Run `playbook` with linear and mitogen_linear, each against its own fresh
-    container reached through `connection`; the comparison includes the files left under
-    WORKDIR in each container."""
+    container reached through `connection` (with `host_vars(container)` in its inventory);
+    the comparison includes the files left under WORKDIR in each container."""
     with targets(runtime, 2) as (stock_ct, mitogen_ct):
         runs: list[PlaybookRun] = []
         started = []
         for strategy, name in (("linear", stock_ct), ("mitogen_linear", mitogen_ct)):
-            inventory = write_inventory(tmp_path / f"{strategy}.json", connection, name, runtime)
+            inventory = write_inventory(
+                tmp_path / f"{strategy}.json", connection, name, runtime, host_vars(name)
+            )
             extra = {"stop_command": runtime.stop_command(name)} if per_container_vars else {}
             started.append(
                 harness.start(playbook, strategy, args=["-i", str(inventory)], extra_vars=extra)
@@ -203,6 +209,22 @@ def test_docker_target_more_playbooks(
         harness, tmp_path, docker, "community.docker.docker", playbook
     )
     comparison.assert_same()
+
+
+@pytest.mark.slow
+def test_nsenter_target_matches_stock(harness: Harness, tmp_path: Path, docker: Runtime) -> None:
+    """community.docker.nsenter into a docker container's init, stock against ours."""
+
+    def init_pid(name: str) -> dict[str, Any]:
+        pid = docker.run("inspect", "--format", "{{.State.Pid}}", name).stdout.strip()
+        return {"ansible_nsenter_pid": int(pid)}
+
+    comparison, stock_files, _ = compare_in_containers(
+        harness, tmp_path, docker, "community.docker.nsenter", "files.yml", host_vars=init_pid
+    )
+    comparison.assert_same()
+    assert stock_files, "no files to compare"
+    served_by_one_interpreter(comparison.candidate)
 
 
 def test_become_inside_a_docker_container(
