@@ -23,6 +23,7 @@ from typing import Any
 
 from ansible import constants as C
 from ansible.errors import AnsibleConnectionFailure, AnsibleError
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.connection import ConnectionBase
 from ansible.plugins.loader import connection_loader
 from ansible.utils.display import Display
@@ -48,6 +49,8 @@ _CONTROL_OPTIONS = ("controlmaster", "controlpersist", "controlpath")
 BECOME_METHODS = ("sudo", "su", "doas")
 
 SERVICE = "ansible_mitogen.services.ContextService"
+#: Task or play variable that, when true, runs the task with stock Ansible.
+DISABLE_VARIABLE = "mitogen_disable"
 #: Seconds an interrupted call waits for the mux to start shutting its chain down.
 ABANDON_SECONDS = 1.0
 
@@ -159,8 +162,10 @@ class Connection(ConnectionBase):
 
     has_pipelining = True
     #: The Mitogen connection method of the first hop, and the stock plugin
-    #: used for fallback.
+    #: used for fallback unless `stock_plugin` names another.
     method_name = "ssh"
+    #: The stock plugin tasks fall back to, if not `method_name`.
+    stock_plugin = ""
     #: How stock's plugin begins the message when its link breaks.
     lost_prefix = ""
     #: Whether the host's `mitogen_via` applies (via.py).
@@ -187,19 +192,40 @@ class Connection(ConnectionBase):
 
     @property
     def is_mitogen_connection(self) -> bool:
-        """False when this task needs stock Ansible: its become method is not
-        one of ours, or the target has no Python for its context."""
+        """False when this task needs stock Ansible (see fallback_reason())."""
+        return self.fallback_reason() is None
+
+    def fallback_reason(self) -> str | None:
+        """Why this task runs through the stock plugin, or None: the target has no
+        Python for its context, its become method is not one of ours, the task or play
+        sets `mitogen_disable`, or an option is set that Mitogen cannot honour
+        (unserved_reason())."""
         if self._python_missing:
-            return False
+            return "the target has no Python for a Mitogen context"
         become = self.become
-        return become is None or become.name.rpartition(".")[2] in BECOME_METHODS
+        if become is not None and become.name.rpartition(".")[2] not in BECOME_METHODS:
+            return "become method %s is not one Mitogen runs" % (become.name,)
+        if boolean(self._task_vars.get(DISABLE_VARIABLE, False), strict=False):
+            return "%s is set" % (DISABLE_VARIABLE,)
+        return self.unserved_reason()
+
+    def unserved_reason(self) -> str | None:
+        """Why this connection's options cannot be served by Mitogen, or None."""
+        return None
 
     def stock(self) -> ConnectionBase:
         """The stock connection that serves tasks we fall back for."""
         if self._stock is None:
-            self._stock = connection_loader.get(
-                self.method_name, self._play_context_arg, os.devnull
+            name = self.stock_plugin or self.method_name
+            self._vvv(
+                "MITOGEN NOT USED: stock %s serves this task (%s)" % (name, self.fallback_reason())
             )
+            self._stock = connection_loader.get(name, self._play_context_arg, os.devnull)
+            if self._stock is None:
+                raise AnsibleError(
+                    "the task must run through stock connection %s (%s), which is not "
+                    "installed" % (name, self.fallback_reason())
+                )
         # the options and become plugin in force now (they change per loop item)
         self._stock._options = self._options
         self._stock.set_become_plugin(self.become)
@@ -212,7 +238,7 @@ class Connection(ConnectionBase):
 
     @property
     def transport(self) -> str:
-        return self.method_name
+        return self.stock_plugin or self.method_name
 
     def update_vars(self, variables: dict[str, Any]) -> None:
         self.set_task_vars(variables)
@@ -607,8 +633,10 @@ def describe_stack(stack: list[dict[str, Any]]) -> str:
     for hop in stack:
         kwargs = hop["kwargs"]
         where = kwargs.get("username") or ""
-        if kwargs.get("hostname"):
-            where = "%s@%s" % (where, kwargs["hostname"]) if where else kwargs["hostname"]
+        place = kwargs.get("hostname") or kwargs.get("container") or kwargs.get("pod")
+        place = place or kwargs.get("path")
+        if place:
+            where = "%s@%s" % (where, place) if where else place
             if kwargs.get("port"):
                 where += ":%s" % (kwargs["port"],)
         hops.append(("%s %s" % (hop["method"], where)).strip())

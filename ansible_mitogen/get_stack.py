@@ -50,8 +50,8 @@ class GetStackAction(ActionBase):
         if not connection.is_mitogen_connection:
             result.update(
                 failed=True,
-                msg="mitogen_get_stack: this task runs as stock Ansible (become method %r is "
-                "not one Mitogen runs)" % (connection.become.name if connection.become else None,),
+                msg="mitogen_get_stack: this task runs as stock Ansible (%s)"
+                % (connection.fallback_reason(),),
             )
             return result
         stack = connection.get_stack()

@@ -26,11 +26,27 @@ from typing import Any
 
 from ansible.errors import AnsibleError
 from ansible.plugins import loader as plugin_loader
+from ansible.utils.display import Display
 
 from ansible_mitogen import compat
 
 SSH_NAMES: tuple[str, ...] = ("ssh", "ansible.builtin.ssh", "ansible.legacy.ssh")
 LOCAL_NAMES: tuple[str, ...] = ("local", "ansible.builtin.local", "ansible.legacy.local")
+#: Our container connection plugins and every name (bare and FQCN) of the stock plugin
+#: each replaces.
+CONTAINER_NAMES: dict[str, tuple[str, ...]] = {
+    "mitogen_docker": ("docker", "community.docker.docker"),
+    "mitogen_docker_api": ("docker_api", "community.docker.docker_api"),
+    "mitogen_nsenter": ("nsenter", "community.docker.nsenter"),
+    "mitogen_podman": ("podman", "containers.podman.podman"),
+    "mitogen_buildah": ("buildah", "containers.podman.buildah"),
+    "mitogen_lxc": ("lxc", "community.general.lxc"),
+    "mitogen_lxd": ("lxd", "community.general.lxd"),
+    "mitogen_incus": ("incus", "community.general.incus"),
+    "mitogen_jail": ("jail", "community.general.jail"),
+    "mitogen_chroot": ("chroot", "community.general.chroot"),
+    "mitogen_kubectl": ("kubectl", "kubernetes.core.kubectl"),
+}
 
 #: Loader attribute names and the method wrapped on each.
 _HOOKED: tuple[tuple[str, str], ...] = (
@@ -39,6 +55,7 @@ _HOOKED: tuple[tuple[str, str], ...] = (
 )
 
 _MISSING = object()
+display = Display()
 
 
 class HookError(AnsibleError):
@@ -49,6 +66,11 @@ def redirect_map(ssh: str, local: str) -> dict[str, str]:
     """A connection redirect map sending ssh and local, under every name they answer to,
     to the connection plugins named `ssh` and `local`."""
     return {**dict.fromkeys(SSH_NAMES, ssh), **dict.fromkeys(LOCAL_NAMES, local)}
+
+
+def container_redirect_map() -> dict[str, str]:
+    """Every name of the stock container connections -> our plugin (CONTAINER_NAMES)."""
+    return {name: ours for ours, names in CONTAINER_NAMES.items() for name in names}
 
 
 @dataclass
@@ -202,7 +224,11 @@ def _connection_wrapper(original: Callable[..., Any], state: _Installed) -> Call
         if config is None or kwargs.get("class_only"):
             return original(name, *args, **kwargs)
         target = config.connection_redirects.get(name) if isinstance(name, str) else None
-        if target is None or not _in_task_context(sys._getframe(1)):
+        if not _in_task_context(sys._getframe(1)):
+            return original(name, *args, **kwargs)
+        if target is None:
+            if name not in config.connection_redirects.values():
+                display.vvv(f"connection {name!r} is not accelerated by Mitogen: it runs stock")
             return original(name, *args, **kwargs)
         obj, context = original(target, *args, **kwargs)
         if obj is not None and name not in obj.ansible_aliases:

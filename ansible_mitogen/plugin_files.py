@@ -23,11 +23,13 @@ committed files are what this module makes.
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml  # type: ignore[import-untyped]
+from ansible.utils.plugin_docs import merge_fragment
 
 from ansible_mitogen import compat
 
@@ -63,6 +65,17 @@ class ConnectionPlugin:
     summary: str
 
 
+@dataclass(frozen=True)
+class ContainerPlugin:
+    """Our container connection class `cls` (in ansible_mitogen.container_connections), with
+    the options of the collection's connection plugin `stock` (an FQCN), as plugin `name`."""
+
+    name: str
+    stock: str
+    cls: str
+    summary: str
+
+
 STRATEGIES = (
     StrategyPlugin("mitogen_linear", "linear"),
     StrategyPlugin("mitogen_free", "free"),
@@ -79,13 +92,47 @@ CONNECTIONS = (
     ),
 )
 
+CONTAINERS = (
+    ContainerPlugin("mitogen_docker", "community.docker.docker", "DockerConnection", "docker exec"),
+    ContainerPlugin(
+        "mitogen_docker_api",
+        "community.docker.docker_api",
+        "DockerApiConnection",
+        "docker exec (for the docker_api connection)",
+    ),
+    ContainerPlugin("mitogen_nsenter", "community.docker.nsenter", "NsenterConnection", "nsenter"),
+    ContainerPlugin(
+        "mitogen_podman", "containers.podman.podman", "PodmanConnection", "podman exec"
+    ),
+    ContainerPlugin(
+        "mitogen_buildah", "containers.podman.buildah", "BuildahConnection", "buildah run"
+    ),
+    ContainerPlugin("mitogen_lxc", "community.general.lxc", "LxcConnection", "lxc-attach"),
+    ContainerPlugin("mitogen_lxd", "community.general.lxd", "LxdConnection", "lxc exec (LXD)"),
+    ContainerPlugin("mitogen_incus", "community.general.incus", "IncusConnection", "incus exec"),
+    ContainerPlugin("mitogen_jail", "community.general.jail", "JailConnection", "jexec"),
+    ContainerPlugin("mitogen_chroot", "community.general.chroot", "ChrootConnection", "chroot"),
+    ContainerPlugin(
+        "mitogen_kubectl", "kubernetes.core.kubectl", "KubectlConnection", "kubectl exec"
+    ),
+)
+
+#: Where the collections with the stock container plugins are (scripts/setup-ansible.sh
+#: extracts them from the pinned `ansible` wheel into the venv).
+COLLECTION_DIRS = (
+    Path(sys.prefix) / "container-collections",
+    Path(sys.prefix) / "ansible-collections",
+)
+
 STRATEGY_DOC = """\
 name: {name}
 short_description: The {base} strategy, run through Mitogen{alias_note}
 description:
-  - Behaves like the builtin C({base}) strategy; tasks whose connection is C(ssh) or C(local)
-    run through persistent Mitogen contexts (C(mitogen_ssh), C(mitogen_local)), the rest as
-    with stock Ansible.
+  - Behaves like the builtin C({base}) strategy; tasks whose connection is C(ssh), C(local)
+    or a container connection (C(docker), C(podman), C(community.general.lxc), ...) run
+    through persistent Mitogen contexts (C(mitogen_ssh), C(mitogen_local),
+    C(mitogen_docker), ...), the rest as with stock Ansible.
+  - "A task or play with C(vars: {{mitogen_disable: true}}) runs with stock Ansible."
   - "Enable it with C(strategy = {name}) and C(strategy_plugins) pointing at this directory
     (C(python -m ansible_mitogen config) prints both), or as the collection's
     C(mitogen_ng.mitogen.{name})."
@@ -136,6 +183,19 @@ from ansible.plugins.connection.{stock} import (  # type: ignore[no-redef]  # no
 )
 
 from ansible_mitogen.connection import {cls}  # noqa: E402
+
+
+class Connection({cls}):
+    """`{name}`: {summary}."""
+'''
+
+CONTAINER_TEMPLATE = '''{header}"""Connection plugin `{name}`: {stock}'s options, Mitogen's
+transport."""
+
+DOCUMENTATION = r"""
+{doc}"""
+
+from ansible_mitogen.container_connections import {cls}  # noqa: E402
 
 
 class Connection({cls}):
@@ -218,6 +278,91 @@ def connection_doc(plugin: ConnectionPlugin) -> str:
     return _dump(doc)
 
 
+class MissingCollection(RuntimeError):
+    """The collection of a stock container plugin is not installed."""
+
+
+def _literal(path: Path, name: str, attribute: str = "") -> str:
+    """The literal string `name` (or `class name: attribute =`) assigned in file `path`."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    body = tree.body
+    if attribute:
+        body = [
+            n for c in tree.body if isinstance(c, ast.ClassDef) and c.name == name for n in c.body
+        ]
+        name = attribute
+    for node in body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == name for t in node.targets
+        ):
+            return str(ast.literal_eval(node.value))
+    raise ValueError(f"no literal {name} in {path}")
+
+
+def _collection_file(collection: str, *parts: str) -> Path:
+    for base in COLLECTION_DIRS:
+        path = base.joinpath("ansible_collections", *collection.split("."), "plugins", *parts)
+        if path.is_file():
+            return path
+    raise MissingCollection(
+        f"{collection} not found in {', '.join(map(str, COLLECTION_DIRS))}: run "
+        "scripts/setup-ansible.sh"
+    )
+
+
+def stock_container_doc(fqcn: str) -> dict:
+    """The documentation of collection connection plugin `fqcn`, its documentation
+    fragments merged in as ansible-core merges them."""
+    namespace, collection, name = fqcn.split(".")
+    path = _collection_file(f"{namespace}.{collection}", "connection", f"{name}.py")
+    doc = yaml.safe_load(_literal(path, "DOCUMENTATION"))
+    for fragment in _as_list(doc.pop("extends_documentation_fragment", None)):
+        fns, fcoll, fname, *section = fragment.split(".")
+        fpath = _collection_file(f"{fns}.{fcoll}", "doc_fragments", f"{fname}.py")
+        text = _literal(fpath, "ModuleDocFragment", (section or ["documentation"])[0].upper())
+        extra = yaml.safe_load(text) or {}
+        # as ansible-core's plugin_docs.add_fragments merges them
+        for key in ("notes", "seealso"):
+            doc.setdefault(key, []).extend(extra.pop(key, None) or [])
+            if not doc[key]:
+                del doc[key]
+        for key in ("options", "attributes"):
+            if key in extra:
+                merge_fragment(doc.setdefault(key, {}), extra.pop(key))
+        merge_fragment(doc, extra)
+    return doc
+
+
+def container_doc(plugin: ContainerPlugin) -> str:
+    """`plugin.stock`'s documentation (from its collection), renamed and described."""
+    from ansible_mitogen import container_connections
+
+    doc = stock_container_doc(plugin.stock)
+    unmapped = sorted(getattr(container_connections, plugin.cls).UNMAPPED)
+    doc["name"] = plugin.name
+    doc["short_description"] = f"{plugin.summary} through persistent Mitogen contexts"
+    doc["description"] = [
+        f"Takes the options of C({plugin.stock}) and runs tasks in persistent Mitogen "
+        f"contexts; the Mitogen strategies use it in place of C({plugin.stock}) and its bare "
+        f"name. It works without the C({plugin.stock.rsplit('.', 1)[0]}) collection "
+        "installed; tasks it cannot serve need it.",
+        "Tasks it cannot serve run through stock "
+        f"C({plugin.stock}): a become method other than sudo, su or doas, a target without "
+        "Python, C(mitogen_disable) set"
+        + (
+            ", or one of these options set to other than its default: "
+            + ", ".join(f"C({o})" for o in unmapped)
+            if unmapped
+            else ""
+        )
+        + ".",
+        *[f"Stock C({plugin.stock}): {line}" for line in _as_list(doc.get("description"))],
+    ]
+    doc["author"] = ["The mitogen_ng authors", *_as_list(doc.get("author"))]
+    doc.pop("version_added", None)
+    return _dump(doc)
+
+
 def _as_list(value: object) -> list:
     if value is None:
         return []
@@ -264,6 +409,21 @@ def render() -> dict[Path, str]:
                 header=HEADER,
                 doc=doc,
                 name=connection.name,
+                kind="connection",
+                kind_cap="Connection",
+                names="DOCUMENTATION, Connection",
+            )
+        )
+    for container in CONTAINERS:
+        doc = container_doc(container)
+        files[PLUGINS / "connection" / f"{container.name}.py"] = CONTAINER_TEMPLATE.format(
+            header=HEADER, doc=doc, **vars(container)
+        )
+        files[COLLECTION_PLUGINS / "connection" / f"{container.name}.py"] = (
+            COLLECTION_TEMPLATE.format(
+                header=HEADER,
+                doc=doc,
+                name=container.name,
                 kind="connection",
                 kind_cap="Connection",
                 names="DOCUMENTATION, Connection",

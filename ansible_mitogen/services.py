@@ -76,12 +76,15 @@ def hop_target(hop: dict[str, Any], via_target: str | None) -> str:
     """The machine `hop`'s interpreter runs on, as a label: that of the
     context it is started through (`via_target`; None for the mux itself,
     CONTROLLER) for become methods and local interpreters, else the method,
-    host and port it reaches, e.g. 'ssh:web1:22'. Users and become users
-    of one machine share its label."""
+    host and port it reaches, e.g. 'ssh:web1:22' (for containers the
+    container, pod, tree or process it enters, e.g. 'docker:web:None').
+    Users and become users of one machine share its label."""
     if hop["method"] in SAME_MACHINE_METHODS:
         return via_target or CONTROLLER
     kwargs = hop["kwargs"]
-    return "%s:%s:%s" % (hop["method"], kwargs.get("hostname"), kwargs.get("port"))
+    place = kwargs.get("hostname") or kwargs.get("container") or kwargs.get("pod")
+    place = place or kwargs.get("path") or kwargs.get("pid")
+    return "%s:%s:%s" % (hop["method"], place, kwargs.get("port"))
 
 
 def describe_hop(hop: dict[str, Any]) -> str:

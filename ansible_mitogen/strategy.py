@@ -33,7 +33,7 @@ import ansible_mitogen.services
 from ansible_mitogen import compat, loaders
 from ansible_mitogen.mixins import ActionModuleMixin
 
-#: Where mitogen_ssh and mitogen_local live.
+#: Where mitogen_ssh, mitogen_local and the container connections live.
 CONNECTION_PLUGINS = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "plugins", "connection"
 )
@@ -64,14 +64,16 @@ class StrategyMixin:
 
     `run()` starts the process-wide mux (once), then turns the loader hooks on:
     `connection_redirects` (connection name -> plugin to load instead, see
-    `loaders.redirect_map`; by default ssh and local go to mitogen_ssh and mitogen_local)
+    `loaders.redirect_map`; by default ssh and local go to mitogen_ssh and mitogen_local,
+    the container connections to theirs, see `loaders.container_redirect_map`)
     and `action_mixin` (mixed into the action plugins of tasks whose connection is ours).
     Importing the connection code here lets every forked worker inherit it.
     """
 
-    connection_redirects: ClassVar[Mapping[str, str]] = loaders.redirect_map(
-        "mitogen_ssh", "mitogen_local"
-    )
+    connection_redirects: ClassVar[Mapping[str, str]] = {
+        **loaders.redirect_map("mitogen_ssh", "mitogen_local"),
+        **loaders.container_redirect_map(),
+    }
     action_mixin: ClassVar[type | None] = ActionModuleMixin
 
     def run(self, iterator: Any, play_context: Any, *args: Any, **kwargs: Any) -> Any:

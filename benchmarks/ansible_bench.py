@@ -15,6 +15,10 @@ multi-host workload "20 tasks x N hosts" run with `--forks` (default N).
 Loop workloads also print per-item latency (from ansible's log timestamps):
 median, 90th percentile, maximum and the number of stalls (items > 0.5 s);
 `--stall-items N` runs one mitogen_linear loop of N items for that alone.
+`--docker` runs the floor, "command x100" and "loop x100" against a container of a
+private dockerd instead (tests/testbed/containers.py): stock community.docker.docker
+(from the venv's container-collections, see scripts/setup-collections.sh) against
+mitogen_linear's mitogen_docker; target CPU and wire bytes are not measured there.
 Runs are made with bytecode writing on, as users have it.
 """
 
@@ -29,18 +33,23 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from tests.testbed import Testbed  # noqa: E402
+from tests.testbed.containers import Dockerd  # noqa: E402
 from tests.testbed.proc import child_pids, proc_cmdline  # noqa: E402
 from tests.testbed.sshd import Sshd  # noqa: E402
 
 #: ansible-playbook is beside the Python running this (the project venv).
 VENV_BIN = os.path.dirname(sys.executable)
 STRATEGY_DIR = os.path.join(ROOT, "ansible_mitogen", "plugins", "strategy")
+#: The stock container connections' collections (scripts/setup-collections.sh).
+CONTAINER_COLLECTIONS = os.path.join(os.path.dirname(VENV_BIN), "container-collections")
+#: The workloads --docker runs.
+DOCKER_WORKLOADS = ("debug x100 (floor)", "command x100", "loop x100")
 #: Loopback hosts without --hosts.
 LOOPBACK_HOSTS = 10
 #: Multi-host workload: tasks per host.
@@ -240,6 +249,8 @@ class Hosts:
     veth: str | None
     forks: int
     target_cpu: TargetCpu | None
+    #: Extra environment for ansible-playbook.
+    env: dict[str, str] = field(default_factory=dict)
 
 
 def reap_control_masters(control_dir: str) -> float:
@@ -290,7 +301,7 @@ def run(playbook: str, hosts: Hosts, strategy: str, workdir: str) -> Result:
     log_path = os.path.join(workdir, "ansible.log")
     if os.path.exists(log_path):
         os.unlink(log_path)
-    env = playbook_env(strategy, hosts.forks, workdir)
+    env = {**playbook_env(strategy, hosts.forks, workdir), **hosts.env}
     wait_sessions_ended(hosts.daemons)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     target_before = hosts.target_cpu.seconds() if hosts.target_cpu else None
@@ -336,6 +347,23 @@ def start_hosts(bed: Testbed, count: int | None, forks: int | None, workdir: str
     return Hosts(inventory, daemons, veth, forks or len(daemons), TargetCpu(daemons))
 
 
+def docker_hosts(dockerd: Dockerd, workdir: str) -> Hosts:
+    """One container of `dockerd`, as host h1 of a stock docker connection."""
+    if not os.path.isdir(CONTAINER_COLLECTIONS):
+        sys.exit("%s not found: run scripts/setup-ansible.sh" % CONTAINER_COLLECTIONS)
+    name = dockerd.run_container()
+    inventory = os.path.join(workdir, "inventory.ini")
+    with open(inventory, "w") as fp:
+        fp.write(
+            "h1 ansible_connection=community.docker.docker ansible_host=%s "
+            "ansible_docker_extra_args='%s' ansible_python_interpreter=/usr/bin/python3\n"
+            % (name, " ".join(dockerd.cli_args))
+        )
+    return Hosts(
+        inventory, [], None, 1, None, env={"ANSIBLE_COLLECTIONS_PATH": CONTAINER_COLLECTIONS}
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", help="run only workloads whose name contains this")
@@ -346,7 +374,19 @@ def main() -> None:
     parser.add_argument(
         "--stall-items", type=int, help="only run one mitogen_linear loop of this many items"
     )
+    parser.add_argument(
+        "--docker", action="store_true", help="the command and loop workloads in a container"
+    )
     args = parser.parse_args()
+    if args.docker:
+        dockerd = Dockerd()
+        try:
+            with tempfile.TemporaryDirectory() as workdir:
+                dockerd.start()
+                compare(docker_hosts(dockerd, workdir), workdir, args.only, DOCKER_WORKLOADS)
+        finally:
+            dockerd.stop()
+        return
     with Testbed() as bed, tempfile.TemporaryDirectory() as workdir:
         hosts = start_hosts(bed, args.hosts, args.forks, workdir)
         try:
@@ -359,9 +399,11 @@ def main() -> None:
                 hosts.target_cpu.close()
 
 
-def compare(hosts: Hosts, workdir: str, only: str | None) -> None:
-    """Run each workload (those whose name contains `only`, and the floor)
-    with both strategies and print a line per run."""
+def compare(
+    hosts: Hosts, workdir: str, only: str | None, names: tuple[str, ...] | None = None
+) -> None:
+    """Run each workload (those named in `names` if given, those whose name contains
+    `only`, and the floor) with both strategies and print a line per run."""
     results: dict[tuple[str, str], Result] = {}
     print(
         "%-24s %-15s %8s %8s %9s %10s %9s %9s"
@@ -379,6 +421,8 @@ def compare(hosts: Hosts, workdir: str, only: str | None) -> None:
     floor: dict[str, float] = {}
     for name, text in workloads(workdir, len(hosts.daemons)).items():
         if only and only not in name and "floor" not in name:
+            continue
+        if names is not None and name not in names:
             continue
         playbook = os.path.join(workdir, "play.yml")
         with open(playbook, "w") as fp:

@@ -41,7 +41,8 @@ FAILURES = (
         r"container .*not found|not found: container|failed to get init pid|does not exist|"
         r"no such object|no such image|pull access denied|"
         r"image not known|no such jail|no such machine|cannot change root directory|"
-        r"(?:pods?|instance|jail|machine) .*not found|container not known",
+        r"(?:pods?|instance|jail|machine) .*not found|container not known|"
+        r"can only create exec sessions on running containers",
     ),
     ("denied", r"permission denied|operation not permitted|must be root|must be run as root"),
     ("runtime", r"\berror\b|cannot connect to"),

@@ -3,8 +3,10 @@ IPC, network, PID, cgroup) and root directory of a container's init
 process, entered with nsenter(1) from a root context.
 
 The container runtime is asked once for the init's PID (`kind` says
-which: docker, podman, lxc, lxd or machinectl); after that no runtime is
-in the path: the interpreter is nsenter's child. `username` is looked up
+which: docker, podman, lxc, lxd or machinectl), unless `pid` names the
+process outright (community.docker.nsenter's way: PID 1 is the host's
+init); after that no runtime is in the path: the interpreter is
+nsenter's child. `username` is looked up
 in the container's own /etc/passwd.
 """
 
@@ -34,6 +36,8 @@ class Options(mitogen.container.Options):
     :param str runtime_path: that CLI (default: docker, podman, lxc-info,
         lxc or machinectl).
     :param str nsenter_path: the nsenter program to run.
+    :param int pid: instead of `container` and `kind`, the process whose
+        namespaces to enter.
     """
 
     def __init__(
@@ -43,6 +47,7 @@ class Options(mitogen.container.Options):
         runtime_args=None,
         runtime_path=None,
         nsenter_path="nsenter",
+        pid=None,
         **kwargs,
     ):
         if kind not in KINDS:
@@ -52,6 +57,9 @@ class Options(mitogen.container.Options):
         self.runtime_args = list(runtime_args or ())
         self.runtime_path = runtime_path
         self.nsenter_path = nsenter_path
+        self.pid = pid
+        if pid is not None and self.container is None:
+            self.container = "pid-%d" % (pid,)
 
 
 #: argv (after the program and its global flags) printing the init's PID.
@@ -79,14 +87,18 @@ class Connection(mitogen.container.Connection):
     error = SetnsError
 
     def target_phrase(self):
+        if self.options.pid is not None:
+            return "the namespaces of process %d" % (self.options.pid,)
         return "%s container %r" % (self.options.kind, self.options.container)
 
     def runtime_name(self):
         return "nsenter"
 
     def init_pid(self):
-        """The PID of the container's init, asked of its runtime."""
+        """The PID of the container's init, asked of its runtime (or `pid`)."""
         opts = self.options
+        if opts.pid is not None:
+            return int(opts.pid)
         program, args = PID_QUERIES[opts.kind]
         argv = [opts.runtime_path or program] + opts.runtime_args
         argv += [arg.replace("{ct}", opts.container) for arg in args]

@@ -8,11 +8,12 @@
 #
 # Pins live in requirements-ansible-<series>.txt. The extra venvs also get
 # requirements-dev.txt so the test suite can run under them. Every venv set up
-# also gets, in VENV/ansible-collections, the collections listed in
-# requirements-collection-modules.txt (scripts/setup-collections.sh), and the target
-# Python 3.12 gets the lxml pinned there. Idempotent: a venv whose packages already
-# match its pins is left alone, and so are collections and lxml already in place.
-# Fails loudly.
+# also gets, in VENV/ansible-collections and VENV/container-collections, the collections
+# of the pinned `ansible` package listed in requirements-collection-modules.txt
+# (scripts/setup-collections.sh extracts them from its wheel, never pip-installed), and
+# the target Python 3.12 gets the lxml pinned there.
+# Idempotent: a venv whose packages already match its pins is left alone, and so
+# are collections and lxml already in place. Fails loudly.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -65,6 +66,11 @@ install_series() {  # install_series SERIES VENV PYTHON_VERSION WITH_DEV(0|1)
 
 modules_pins=requirements-collection-modules.txt
 
+install_collections() {  # install_collections VENV: the pinned collections, see setup-collections.sh
+    bash scripts/setup-collections.sh "$1" collections ansible-collections
+    bash scripts/setup-collections.sh "$1" "container collections" container-collections
+}
+
 install_target_lxml() {  # the pinned lxml in the Python 3.12 the test hosts run modules with
     local version target began=$EPOCHREALTIME
     version=$(pin_of "$modules_pins" lxml)
@@ -95,5 +101,7 @@ for s in "${series[@]}"; do
     esac
     venvs+=("$venv")
 done
-bash scripts/setup-collections.sh "${venvs[@]}"
+for venv in "${venvs[@]}"; do
+    install_collections "$venv"
+done
 install_target_lxml

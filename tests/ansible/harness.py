@@ -18,9 +18,10 @@ set), group `hardened` with one host per hardened sudo account (named by role, e
 mitogen__su_target) and `sudo_askpass` (sudo_pw's account, no become password: runs pass
 `become_password`, typed at `--ask-become-pass`), group `unreachable` with host `dead`
 (a closed port).
-Collections: `collections_path` is the `ansible-collections` directory of the venv whose
-ansible-playbook runs, when scripts/setup-ansible.sh made it (community.general and
-ansible.posix, for collection_modules.yml).
+Collections: `collections_path` has the `ansible-collections` and `container-collections`
+directories of the venv whose ansible-playbook runs, those scripts/setup-ansible.sh made
+(community.general and ansible.posix, for collection_modules.yml; community.docker,
+containers.podman and kubernetes.core, for the stock container connections).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ BECOME_PASS_PROMPT = re.compile(rb"BECOME password: $")
 #: Python every test host runs modules with.
 TARGET_PYTHON = "3.12"
 #: Where scripts/setup-ansible.sh puts collections, in the venv of the ansible-core used.
-COLLECTIONS_DIR = "ansible-collections"
+COLLECTIONS_DIRS = ("ansible-collections", "container-collections")
 #: Files larger than this are compared by digest instead of content.
 INLINE_CONTENT = 64 * 1024
 #: Remote temporary directory names carry a time stamp and PIDs.
@@ -228,8 +229,13 @@ class Harness:
         if not os.access(self.ansible_playbook, os.X_OK):
             raise HarnessError(f"{self.ansible_playbook} not found: run scripts/setup-ansible.sh")
         self._runs = 0
-        #: Collections from the `ansible` package (collections_path, if it exists).
-        self.collections_dir = self.bin_dir.parent / COLLECTIONS_DIR
+        #: Collections from the `ansible` package (collections_path: those that exist).
+        self.collections_dir, self.container_collections_dir = (
+            self.bin_dir.parent / name for name in COLLECTIONS_DIRS
+        )
+        self.collections_dirs = [
+            d for d in (self.collections_dir, self.container_collections_dir) if d.is_dir()
+        ]
         self.workspace.mkdir(parents=True, exist_ok=True)
         self.inventory_path = self.workspace / "inventory.yml"
         self.inventory_path.write_text(json.dumps(self._inventory(), indent=2))
@@ -312,8 +318,8 @@ class Harness:
                 "forks = 5",
                 "timeout = 10",
                 *(
-                    [f"collections_path = {self.collections_dir}"]
-                    if self.collections_dir.is_dir()
+                    ["collections_path = " + ":".join(map(str, self.collections_dirs))]
+                    if self.collections_dirs
                     else []
                 ),
                 "",

@@ -356,3 +356,18 @@ def test_the_mux_fits_the_total_cap_to_its_open_file_limit(
     assert done.stdout.split() == [str(total), str(raised)], done.stderr
     warned = "enough for 22 interpreters, not 4096" in done.stderr
     assert warned == (asked and total < 4096), done.stderr
+
+
+def test_each_container_is_its_own_target() -> None:
+    """Interpreter limits count per container (or pod, tree, process), not per method."""
+    web = {"method": "docker", "kwargs": {"container": "web", "username": None}}
+    db = {"method": "docker", "kwargs": {"container": "db"}}
+    assert hop_target(web, None) == "docker:web:None"
+    assert hop_target(db, None) != hop_target(web, None)
+    assert hop_target({"method": "kubectl", "kwargs": {"pod": "p-0"}}, None) == "kubectl:p-0:None"
+    assert (
+        hop_target({"method": "chroot", "kwargs": {"path": "/srv/t"}}, None) == "chroot:/srv/t:None"
+    )
+    assert hop_target({"method": "setns", "kwargs": {"pid": 7}}, None) == "setns:7:None"
+    su = {"method": "su", "kwargs": {"username": "app"}}
+    assert hop_target(su, hop_target(web, None)) == "docker:web:None"

@@ -208,6 +208,8 @@ def test_reference_pages_follow_the_code(built: Path) -> None:
     configuration = page_text(built, "configuration")
     named = [*strategy.MUX_SETTINGS, *services.LIMIT_VARIABLES.values()]
     named += [*connection.BECOME_METHODS, *loaders.SSH_NAMES, *loaders.LOCAL_NAMES]
+    named += [name for ours, names in loaders.CONTAINER_NAMES.items() for name in (ours, *names)]
+    named.append(connection.DISABLE_VARIABLE)
     named += [str(getattr(services.Limits(), field)) for field, _ in strategy.MUX_SETTINGS.values()]
     missing = [name for name in named if name not in configuration]
     assert not missing, "configuration.html does not name %s" % (missing,)

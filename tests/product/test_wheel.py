@@ -201,3 +201,33 @@ def test_ansible_doc_documents_every_plugin(venv: Venv, collections: Path) -> No
             doc = _doc(venv, env, "connection", fqcn)
             assert doc["name"] == name
             assert set(doc["options"]) == set(stock_doc["options"]), fqcn
+
+
+def test_ansible_doc_documents_the_container_connections(venv: Venv, collections: Path) -> None:
+    """Each container plugin, bare and from the collection, documents the options of the
+    stock plugin it replaces (from the collections scripts/setup-ansible.sh extracts), and
+    loads without them."""
+    from ansible_mitogen.loaders import CONTAINER_NAMES
+
+    stock_collections = Path(sys.prefix) / "container-collections"
+    general = Path(sys.prefix) / "ansible-collections"
+    missing = [d for d in (stock_collections, general) if not d.is_dir()]
+    assert not missing, f"{missing} not found: run scripts/setup-ansible.sh"
+    plugins = Path(venv.ok("-c", "import ansible_mitogen.cli as c; print(c.PACKAGE_DIR)").strip())
+    ours = {"ANSIBLE_CONNECTION_PLUGINS": str(plugins / "plugins" / "connection")}
+    env = {**ours, "ANSIBLE_COLLECTIONS_PATH": str(collections)}
+    stock_env = {"ANSIBLE_COLLECTIONS_PATH": f"{stock_collections}:{general}"}
+    stock_names = {ours_name: names[1] for ours_name, names in CONTAINER_NAMES.items()}
+
+    def docs(environment: dict[str, str], names: list[str]) -> dict:
+        out = venv.ok("-m", "ansible", "doc", "--json", "-t", "connection", *names, env=environment)
+        return {name: entry["doc"] for name, entry in json.loads(out).items()}
+
+    stock = docs(stock_env, list(stock_names.values()))
+    bare = docs(env, list(stock_names))
+    fqcn = docs(env, [f"mitogen_ng.mitogen.{name}" for name in stock_names])
+    for name, stock_name in stock_names.items():
+        for doc in (bare[name], fqcn[f"mitogen_ng.mitogen.{name}"]):
+            assert doc["name"] == name
+            assert set(doc["options"]) == set(stock[stock_name]["options"]), name
+            assert "persistent Mitogen contexts" in doc["short_description"], doc

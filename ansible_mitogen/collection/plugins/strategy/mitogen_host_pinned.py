@@ -9,9 +9,11 @@ DOCUMENTATION = r"""
 name: mitogen_host_pinned
 short_description: The host_pinned strategy, run through Mitogen
 description:
-- Behaves like the builtin C(host_pinned) strategy; tasks whose connection is C(ssh) or C(local)
-  run through persistent Mitogen contexts (C(mitogen_ssh), C(mitogen_local)), the rest as with
-  stock Ansible.
+- Behaves like the builtin C(host_pinned) strategy; tasks whose connection is C(ssh), C(local)
+  or a container connection (C(docker), C(podman), C(community.general.lxc), ...) run through
+  persistent Mitogen contexts (C(mitogen_ssh), C(mitogen_local), C(mitogen_docker), ...), the
+  rest as with stock Ansible.
+- 'A task or play with C(vars: {mitogen_disable: true}) runs with stock Ansible.'
 - Enable it with C(strategy = mitogen_host_pinned) and C(strategy_plugins) pointing at this directory
   (C(python -m ansible_mitogen config) prints both), or as the collection's C(mitogen_ng.mitogen.mitogen_host_pinned).
 - ansible-core warns that third-party strategy plugins are deprecated; see the README.

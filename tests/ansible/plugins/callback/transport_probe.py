@@ -53,8 +53,16 @@ DOCUMENTATION = """
 
 PATH_VARIABLE = "MITOGEN_TEST_TRANSPORT"
 STOCK_METHODS = ("exec_command", "put_file", "fetch_file")
-#: Where ansible-core's own connection plugins live, as the loader imports them.
-STOCK_MODULES = ("ansible.plugins.connection.", "ansible_collections.ansible.builtin.plugins.")
+#: Where ansible-core's own connection plugins live, as the loader imports them, and those
+#: of the collections with the stock container connections.
+STOCK_MODULES = (
+    "ansible.plugins.connection.",
+    "ansible_collections.ansible.builtin.plugins.",
+    "ansible_collections.community.docker.plugins.connection.",
+    "ansible_collections.containers.podman.plugins.connection.",
+    "ansible_collections.community.general.plugins.connection.",
+    "ansible_collections.kubernetes.core.plugins.connection.",
+)
 MITOGEN_METHODS = ("call_async", "call_no_reply")
 
 #: Calls counted in this process so far: "stock:ssh.exec_command" or "mitogen:module.func".
