@@ -8,9 +8,8 @@ them): two tasks that each print the PID of the process their module ran under. 
 Ansible starts a new interpreter per task; Mitogen forks each module from one persistent
 interpreter, so both tasks name the same parent.
 
-The docker scenario's instance uses `community.docker.docker`, which Mitogen does not
-serve until the docker connection redirect lands: its served and same-interpreter tests
-are strict xfails until then.
+The docker scenario's instance uses `community.docker.docker`, which the Mitogen
+strategies redirect to mitogen_docker: its converge is checked the same way.
 """
 
 from __future__ import annotations
@@ -70,10 +69,6 @@ PROBE = """\
         msg: "module parents: {{ first.stdout }} {{ second.stdout }}"
 """
 _PARENTS = re.compile(r'"msg": "module parents: (\d+) (\d+)"')
-NEEDS_REDIRECT = pytest.mark.xfail(
-    strict=True, reason="needs the docker connection redirect (helper actainers)"
-)
-
 
 def _molecule_test(scenario: str, target: dict[str, str], workdir: Path) -> MoleculeRun:
     (workdir / "probe.yml").write_text(PROBE)
@@ -172,7 +167,6 @@ def test_mitogen_serves_the_converge_over_ssh(default_run: MoleculeRun) -> None:
     _assert_served(default_run)
 
 
-@NEEDS_REDIRECT
 def test_mitogen_serves_the_converge_in_docker(docker_run: MoleculeRun) -> None:
     _assert_served(docker_run)
 
@@ -181,6 +175,5 @@ def test_one_interpreter_serves_consecutive_tasks_over_ssh(default_run: Molecule
     _assert_one_interpreter(default_run)
 
 
-@NEEDS_REDIRECT
 def test_one_interpreter_serves_consecutive_tasks_in_docker(docker_run: MoleculeRun) -> None:
     _assert_one_interpreter(docker_run)

@@ -39,7 +39,7 @@ PAGES = {
     ],
     "versions": ["2.19", "2.20", "2.21", "Python 3.6"],
     "molecule": [
-        "not accelerated",
+        "mitogen_docker",
         "community.docker.docker",
         "provisioner.config_options.defaults",
         "ANSIBLE_COLLECTIONS_PATH",
