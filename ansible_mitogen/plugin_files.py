@@ -61,6 +61,8 @@ class ConnectionPlugin:
     stock: str
     cls: str
     summary: str
+    #: The collection's name for it besides `name` (mitogen_ng.mitogen.ssh).
+    collection_alias: str
 
 
 STRATEGIES = (
@@ -72,10 +74,14 @@ STRATEGIES = (
 
 CONNECTIONS = (
     ConnectionPlugin(
-        "mitogen_ssh", "ssh", "SshConnection", "ssh through persistent Mitogen contexts"
+        "mitogen_ssh", "ssh", "SshConnection", "ssh through persistent Mitogen contexts", "ssh"
     ),
     ConnectionPlugin(
-        "mitogen_local", "local", "LocalConnection", "a persistent local Mitogen context"
+        "mitogen_local",
+        "local",
+        "LocalConnection",
+        "a persistent local Mitogen context",
+        "local",
     ),
 )
 
@@ -135,7 +141,14 @@ from ansible.plugins.connection.{stock} import (  # type: ignore[no-redef]  # no
     DOCUMENTATION,  # noqa: F401, F811
 )
 
-from ansible_mitogen.connection import {cls}  # noqa: E402
+try:
+    from ansible_mitogen.standalone import {cls}  # noqa: E402
+except ImportError:  # used from a source tree: the ansible_mitogen package is 3 levels up
+    import os.path
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
+    from ansible_mitogen.standalone import {cls}  # noqa: E402
 
 
 class Connection({cls}):
@@ -175,7 +188,7 @@ GET_STACK_EXAMPLES = """\
 """
 
 COLLECTION_TEMPLATE = '''{header}"""{kind_cap} plugin `mitogen_ng.mitogen.{name}`: ansible_mitogen's
-{kind} plugin of that name, from the collection's vendored copy (or an ansible_mitogen
+{kind} plugin {origin}, from the collection's vendored copy (or an ansible_mitogen
 already imported)."""
 
 from __future__ import annotations
@@ -185,8 +198,22 @@ DOCUMENTATION = r"""
 
 from ansible_collections.mitogen_ng.mitogen.plugins.plugin_utils import vendored  # noqa: E402, F401
 
-from ansible_mitogen.plugins.{kind}.{name} import {names}  # noqa: E402, F401, F811
+from ansible_mitogen.plugins.{kind}.{source} import {names}  # noqa: E402, F401, F811
 '''
+
+
+def _collection_file(name: str, source: str, kind: str, names: str, doc: str) -> str:
+    """The collection's plugin `name`, importing ansible_mitogen's plugin `source`."""
+    return COLLECTION_TEMPLATE.format(
+        header=HEADER,
+        doc=doc,
+        name=name,
+        source=source,
+        origin="of that name" if name == source else f"`{source}`",
+        kind=kind,
+        kind_cap=kind.capitalize(),
+        names=names,
+    )
 
 
 def _dump(doc: dict) -> str:
@@ -232,24 +259,14 @@ def render() -> dict[Path, str]:
         files[PLUGINS / "strategy" / f"{strategy.name}.py"] = STRATEGY_TEMPLATE.format(
             header=HEADER, doc=doc, name=strategy.name, base=strategy.base
         )
-        files[COLLECTION_PLUGINS / "strategy" / f"{strategy.name}.py"] = COLLECTION_TEMPLATE.format(
-            header=HEADER,
-            doc=doc,
-            name=strategy.name,
-            kind="strategy",
-            kind_cap="Strategy",
-            names="StrategyModule",
+        files[COLLECTION_PLUGINS / "strategy" / f"{strategy.name}.py"] = _collection_file(
+            strategy.name, strategy.name, "strategy", "StrategyModule", doc
         )
     files[PLUGINS / "action" / "mitogen_get_stack.py"] = ACTION_TEMPLATE.format(
         header=HEADER, examples=GET_STACK_EXAMPLES
     )
-    files[COLLECTION_PLUGINS / "action" / "mitogen_get_stack.py"] = COLLECTION_TEMPLATE.format(
-        header=HEADER,
-        doc=GET_STACK_DOC,
-        name="mitogen_get_stack",
-        kind="action",
-        kind_cap="Action",
-        names="ActionModule",
+    files[COLLECTION_PLUGINS / "action" / "mitogen_get_stack.py"] = _collection_file(
+        "mitogen_get_stack", "mitogen_get_stack", "action", "ActionModule", GET_STACK_DOC
     )
     for connection in CONNECTIONS:
         doc = connection_doc(connection)
@@ -259,16 +276,14 @@ def render() -> dict[Path, str]:
             version=GENERATING_VERSION,
             **vars(connection),
         )
-        files[COLLECTION_PLUGINS / "connection" / f"{connection.name}.py"] = (
-            COLLECTION_TEMPLATE.format(
-                header=HEADER,
-                doc=doc,
-                name=connection.name,
-                kind="connection",
-                kind_cap="Connection",
-                names="DOCUMENTATION, Connection",
+        for name in connection.name, connection.collection_alias:
+            files[COLLECTION_PLUGINS / "connection" / f"{name}.py"] = _collection_file(
+                name,
+                connection.name,
+                "connection",
+                "DOCUMENTATION, Connection",
+                doc.replace(f"name: {connection.name}\n", f"name: {name}\n", 1),
             )
-        )
     return files
 
 

@@ -55,20 +55,16 @@ class MuxProcess:
 
     @classmethod
     def _spawn(cls, settings: Mapping[str, str]) -> None:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = dict(os.environ, **settings)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-        )
+        argv, env = mux_command(settings)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ansible_mitogen.mux"],
+            argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
             close_fds=True,
         )
         assert proc.stdout is not None
-        line = _read_line(proc.stdout.fileno(), START_TIMEOUT)
+        line = read_line(proc.stdout.fileno(), START_TIMEOUT)
         if not line:
             proc.kill()
             proc.wait()
@@ -107,7 +103,18 @@ class MuxProcess:
         os.environ.pop(ENV_PATH, None)
 
 
-def _read_line(fd: int, timeout: float) -> str:
+def mux_command(settings: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """argv and environment that run the mux with `settings` (mux.py's variables), this
+    package first on its path."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, **settings)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
+    return [sys.executable, "-m", "ansible_mitogen.mux"], env
+
+
+def read_line(fd: int, timeout: float) -> str:
     """Read one line from `fd` within `timeout` seconds ('' on EOF)."""
     data = b""
     deadline = mitogen.core.now() + timeout
