@@ -16,11 +16,18 @@ Loop workloads also print per-item latency (from ansible's log timestamps):
 median, 90th percentile, maximum and the number of stalls (items > 0.5 s);
 `--stall-items N` runs one mitogen_linear loop of N items for that alone.
 Runs are made with bytecode writing on, as users have it.
+
+`--mode connection` adds a third run per workload: the builtin `linear`
+strategy with `connection = mitogen_ssh` (Mitogen without its strategy,
+ansible_mitogen/standalone.py). Its mux is started by a worker and detaches;
+this process is made a child subreaper, so it inherits that mux and waits for
+it, and its CPU time is counted too.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime
 import os
 import re
@@ -41,6 +48,18 @@ from tests.testbed.sshd import Sshd  # noqa: E402
 #: ansible-playbook is beside the Python running this (the project venv).
 VENV_BIN = os.path.dirname(sys.executable)
 STRATEGY_DIR = os.path.join(ROOT, "ansible_mitogen", "plugins", "strategy")
+CONNECTION_DIR = os.path.join(ROOT, "ansible_mitogen", "plugins", "connection")
+#: How each kind of run is made: its name -> (strategy, extra environment).
+RUN_KINDS: dict[str, tuple[str, dict[str, str]]] = {
+    "linear": ("linear", {}),
+    "mitogen_linear": ("mitogen_linear", {}),
+    "connection": (
+        "linear",
+        {"ANSIBLE_TRANSPORT": "mitogen_ssh", "ANSIBLE_CONNECTION_PLUGINS": CONNECTION_DIR},
+    ),
+}
+#: prctl(2) option making this process the reaper of its orphaned descendants.
+PR_SET_CHILD_SUBREAPER = 36
 #: Loopback hosts without --hosts.
 LOOPBACK_HOSTS = 10
 #: Multi-host workload: tasks per host.
@@ -266,7 +285,20 @@ def reap_control_masters(control_dir: str) -> float:
     return cpu
 
 
-def run(playbook: str, hosts: Hosts, strategy: str, workdir: str) -> Result:
+def reap_muxes() -> None:
+    """Wait for the on-demand muxes of the run that just ended: orphaned when the worker
+    that started them exited, they are this subreaper's children, and exit as soon as
+    their ansible-playbook has."""
+    for pid in child_pids(os.getpid()):
+        if any("ansible_mitogen.mux" in arg for arg in proc_cmdline(pid)):
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+
+
+def run(playbook: str, hosts: Hosts, kind: str, workdir: str) -> Result:
+    strategy, extra_env = RUN_KINDS[kind]
     control_dir = os.path.join(workdir, "cp")
     log_path = os.path.join(workdir, "ansible.log")
     if os.path.exists(log_path):
@@ -283,6 +315,7 @@ def run(playbook: str, hosts: Hosts, strategy: str, workdir: str) -> Result:
         ANSIBLE_SSH_CONTROL_PATH_DIR=control_dir,
         ANSIBLE_LOG_PATH=log_path,
         PYTHONPATH=ROOT,
+        **extra_env,
     )
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     wait_sessions_ended(hosts.daemons)
@@ -297,6 +330,7 @@ def run(playbook: str, hosts: Hosts, strategy: str, workdir: str) -> Result:
         text=True,
     )
     wall = time.perf_counter() - started
+    reap_muxes()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     cpu += reap_control_masters(control_dir)
@@ -340,22 +374,36 @@ def main() -> None:
     parser.add_argument(
         "--stall-items", type=int, help="only run one mitogen_linear loop of this many items"
     )
+    parser.add_argument(
+        "--mode",
+        choices=("strategy", "connection"),
+        default="strategy",
+        help="connection: also run each workload with linear + connection mitogen_ssh",
+    )
     args = parser.parse_args()
+    kinds = ("linear", "mitogen_linear") + (("connection",) if args.mode == "connection" else ())
+    if args.mode == "connection":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     with Testbed() as bed, tempfile.TemporaryDirectory() as workdir:
         hosts = start_hosts(bed, args.hosts, args.forks, workdir)
         try:
             if args.stall_items:
                 stall_check(hosts, workdir, args.stall_items)
             else:
-                compare(hosts, workdir, args.only)
+                compare(hosts, workdir, args.only, kinds)
         finally:
             if hosts.target_cpu:
                 hosts.target_cpu.close()
 
 
-def compare(hosts: Hosts, workdir: str, only: str | None) -> None:
+def compare(
+    hosts: Hosts,
+    workdir: str,
+    only: str | None,
+    kinds: tuple[str, ...] = ("linear", "mitogen_linear"),
+) -> None:
     """Run each workload (those whose name contains `only`, and the floor)
-    with both strategies and print a line per run."""
+    as each of `kinds` (RUN_KINDS) and print a line per run."""
     results: dict[tuple[str, str], Result] = {}
     print(
         "%-24s %-15s %8s %8s %9s %10s %9s %9s"
@@ -377,7 +425,7 @@ def compare(hosts: Hosts, workdir: str, only: str | None) -> None:
         playbook = os.path.join(workdir, "play.yml")
         with open(playbook, "w") as fp:
             fp.write(text)
-        for strategy in ("linear", "mitogen_linear"):
+        for strategy in kinds:
             result = run(playbook, hosts, strategy, workdir)
             results[name, strategy] = result
             if "floor" in name:
