@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 import mitogen.unix
+from ansible_mitogen.collection import build
 from tests.ansible import served
 from tests.ansible.harness import REPO, Harness, PlaybookRun, RunningPlaybook, compare_runs
 from tests.ansible.test_playbooks import check_expected, prepared, run_options
@@ -182,3 +184,43 @@ def test_mux_exits_after_sigkill(harness: Harness, runtime: Path) -> None:
     assert not _alive(pid), "the mux outlived ansible-playbook"
     assert not _account_processes(account.uid), "target processes outlived ansible-playbook"
     assert not list(mux_dir(env).iterdir())
+
+
+def test_local_matches_stock_local(harness: Harness, runtime: Path) -> None:
+    """mitogen_local with the builtin linear strategy against stock local."""
+    playbook = "command_shell.yml"
+    first = harness.start(playbook, "linear", env={"ANSIBLE_TRANSPORT": "local"})
+    second = harness.start(playbook, "linear", env=standalone_env(runtime, "mitogen_local"))
+    assert_same(first.wait(), second.wait())
+
+
+def test_the_collection_connection_by_fqcn(harness: Harness, runtime: Path, tmp_path: Path) -> None:
+    """`connection = mitogen_ng.mitogen.ssh` from the built collection (its vendored
+    packages), with linear: every result served by Mitogen, one mux."""
+    tarball = build.build(tmp_path / "dist")
+    collections = tmp_path / "collections"
+    subprocess.run(
+        [str(harness.bin_dir / "ansible-galaxy"), "collection", "install", "--offline"]
+        + ["-p", str(collections), str(tarball)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    env = {
+        "ANSIBLE_COLLECTIONS_PATH": str(collections),
+        "ANSIBLE_TRANSPORT": "mitogen_ng.mitogen.ssh",
+        "XDG_RUNTIME_DIR": str(runtime),
+    }
+    run = harness.run(
+        REPO / "tests/ansible/playbooks/standalone.yml", "linear", env=env, args=["-vvv"]
+    )
+    assert run.rc == 0, run.describe()
+    assert run.stdout.count(MUX_STARTED) == 1, run.describe()
+    loaded = {w["connection"] for w in _windows(run)}
+    assert loaded == {"ansible_collections.mitogen_ng.mitogen.plugins.connection.ssh"}
+    assert not served.check_mitogen(run.records)
+    assert DEPRECATION not in run.stdout + run.stderr
+
+
+def _windows(run: PlaybookRun) -> list[dict[str, Any]]:
+    return [w for r in run.results for w in r.get("via") or []]
