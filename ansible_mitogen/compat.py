@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import re
+from collections.abc import Mapping
 from types import CodeType
 from typing import Any
 
@@ -173,10 +174,15 @@ def module_applies_environment(built_module: object) -> bool:
     return bool(getattr(built_module, "has_environment", False))
 
 
-def template_config_value(value: Any, variables: dict[str, Any], value_for_omit: Any) -> Any:
+def template_config_value(value: Any, variables: Mapping[str, Any], value_for_omit: Any) -> Any:
     """`value` templated with `variables` as module_common templates an interpreter
     setting: a template that resolves to `omit` gives `value_for_omit` (2.19+ engine;
     the public Templar has no omit option)."""
     return TemplateEngine(variables=variables).template(
         value, options=TemplateOptions(value_for_omit=value_for_omit)
     )
+
+
+def template(value: Any, variables: Mapping[str, Any]) -> Any:
+    """`value` templated with `variables` as a task's own variables are (2.19+ engine)."""
+    return TemplateEngine(variables=variables).template(value)

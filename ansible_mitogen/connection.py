@@ -18,6 +18,7 @@ import os
 import re
 import shlex
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from ansible import constants as C
@@ -30,6 +31,7 @@ import ansible_mitogen.ansiballz
 import ansible_mitogen.module_runner
 import ansible_mitogen.process
 import ansible_mitogen.target
+import ansible_mitogen.via
 import mitogen.core
 import mitogen.parent
 import mitogen.service
@@ -130,6 +132,20 @@ def connect_error(
     )
 
 
+def via_failure(host: str, chain: list[dict[str, Any]], result: dict[str, Any]) -> AnsibleError:
+    """The target's error when a hop of via host `host` failed (`chain`: the hops up to
+    the failed one): the target is unreachable, and the message says through what."""
+    return AnsibleConnectionFailure(
+        "cannot reach the host through its %s host %s: %s failed: %s"
+        % (
+            ansible_mitogen.via.VIA_VARIABLE,
+            host,
+            describe_stack(chain),
+            result["output"] or result["msg"],
+        )
+    )
+
+
 class Connection(ConnectionBase):
     """Run tasks in persistent Mitogen contexts held by the mux.
 
@@ -147,15 +163,21 @@ class Connection(ConnectionBase):
     method_name = "ssh"
     #: How stock's plugin begins the message when its link breaks.
     lost_prefix = ""
+    #: Whether the host's `mitogen_via` applies (via.py).
+    follows_via = True
 
     def __init__(self, play_context: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(play_context, *args, **kwargs)
         self.context: mitogen.parent.Context | None = None
         #: The chain `context` was got for (see _connect()); meaningless without it.
         self._stack: list[dict[str, Any]] | None = None
-        self._task_vars: dict[str, Any] = {}
+        #: How many hops of `_stack` are those of the hosts it goes through (mitogen_via).
+        self._via_hops = 0
+        self._task_vars: Mapping[str, Any] = {}
         #: (the task variables it was derived from, python_path()).
-        self._python_path: tuple[dict[str, Any], str | list[str]] | None = None
+        self._python_path: tuple[Mapping[str, Any], str | list[str]] | None = None
+        #: (the task variables it was derived from, via_route()).
+        self._via: tuple[Mapping[str, Any], ansible_mitogen.via.Route] | None = None
         self.cwd: str | None = None
         self._play_context_arg = play_context
         self._stock: ConnectionBase | None = None
@@ -193,8 +215,14 @@ class Connection(ConnectionBase):
         return self.method_name
 
     def update_vars(self, variables: dict[str, Any]) -> None:
-        self._task_vars = variables
+        self.set_task_vars(variables)
         super().update_vars(variables)
+
+    def set_task_vars(self, variables: Mapping[str, Any]) -> None:
+        """Use `variables` as the task's (python_path(), via_route()), without the
+        connection variables update_vars() adds to them: how via.py gives a via host's
+        connection that host's variables."""
+        self._task_vars = variables
 
     def is_pipelining_enabled(self, wrap_async: bool = False) -> bool:
         if not self.is_mitogen_connection:
@@ -233,11 +261,16 @@ class Connection(ConnectionBase):
             result = mux.call_service(SERVICE, "get", stack=stack)
         if result["msg"] is not None:
             self._vvv("MITOGEN CONNECTION FAILED: %s: %s" % (describe_stack(stack), result["msg"]))
+            hop = result.get("hop", len(stack) - 1)
+            via_host = self.via_route().host_of(hop)
+            if via_host is not None:
+                raise via_failure(via_host, stack[: hop + 1], result)
             error = connect_error(result, self.python_path(), self.become_timeout_message())
             self._python_missing = isinstance(error, InterpreterMissing)
             raise error
         self.context = result["context"]
         self._stack = stack
+        self._via_hops = len(self.via_route().hops)
         self._connected = True
         if display.verbosity >= 3:
             self._display_established(stack, began)
@@ -256,7 +289,9 @@ class Connection(ConnectionBase):
             "ESTABLISH MITOGEN CONNECTION FOR USER: %s VIA %s "
             "(context %s, pid %s, %s; waited %.1f ms)"
             % (
-                stack[0]["kwargs"].get("username") or self._play_context.remote_user or "(default)",
+                stack[self._via_hops]["kwargs"].get("username")
+                or self._play_context.remote_user
+                or "(default)",
                 describe_stack(stack),
                 self.context.context_id if self.context is not None else "?",
                 pid,
@@ -406,7 +441,9 @@ class Connection(ConnectionBase):
         """meta: reset_connection: shut the whole chain down."""
         self._take_pending(None)
         _, mux = ansible_mitogen.process.get_router()
-        mux.call_service(SERVICE, "reset", stack=self.get_stack())
+        mux.call_service(
+            SERVICE, "reset", stack=self.get_stack(), depth=len(self.via_route().hops) + 1
+        )
         self.context = None
         ansible_mitogen.process.disconnect()
 
@@ -445,7 +482,9 @@ class Connection(ConnectionBase):
             return
         try:
             _, mux = ansible_mitogen.process.get_router()
-            mux.call_service_async(SERVICE, "reset", stack=stack).get(timeout=ABANDON_SECONDS)
+            mux.call_service_async(SERVICE, "reset", stack=stack, depth=self._via_hops + 1).get(
+                timeout=ABANDON_SECONDS
+            )
         except mitogen.core.Error:
             pass  # still shutting down (or the mux is gone): the chain is forgotten already
 
@@ -538,13 +577,28 @@ class Connection(ConnectionBase):
             kwargs["builtin_prompts"] = False
         return {"method": name, "kwargs": kwargs}
 
-    def get_stack(self) -> list[dict[str, Any]]:
-        """The chain of hops for this task, as plain data."""
+    def own_stack(self) -> list[dict[str, Any]]:
+        """This host's own hops: the one reaching the target account, then become's."""
         stack = [self.first_hop()]
         become = self.become_hop()
         if become is not None:
             stack.append(become)
         return mitogen.utils.cast(stack)
+
+    def via_route(self) -> ansible_mitogen.via.Route:
+        """The hosts named by this host's `mitogen_via`, with their hops (via.py), none
+        for a connection that does not follow it (`follows_via`); worked out once per set
+        of task variables, like python_path()."""
+        if not self.follows_via:
+            return ansible_mitogen.via.Route()
+        if self._via is None or self._via[0] is not self._task_vars:
+            self._via = self._task_vars, ansible_mitogen.via.route(self._task_vars)
+        return self._via[1]
+
+    def get_stack(self) -> list[dict[str, Any]]:
+        """The chain of hops for this task, as plain data: the hops of the hosts it is
+        reached through (via_route()), then its own (own_stack())."""
+        return self.via_route().hops + self.own_stack()
 
 
 def describe_stack(stack: list[dict[str, Any]]) -> str:
@@ -612,6 +666,9 @@ class LocalConnection(Connection):
     user; commands run in the playbook directory like stock `local`."""
 
     method_name = "local"
+    #: A local connection runs on the controller, whatever host it is for
+    #: (`connection: local` plays), so no via host stands in between.
+    follows_via = False
 
     def __init__(self, play_context: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(play_context, *args, **kwargs)

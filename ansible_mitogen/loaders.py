@@ -73,6 +73,12 @@ _task_callers: frozenset[CodeType] = frozenset()
 _passthrough_callers: frozenset[CodeType] = frozenset()
 
 
+def redirect_for(name: str) -> str | None:
+    """The connection plugin a task asking for connection `name` is given instead while the
+    hooks are active, or None (it gets `name` itself, or the hooks are off)."""
+    return _config.connection_redirects.get(name) if _config is not None else None
+
+
 def installed() -> bool:
     """True while the wrappers are in place (active or not)."""
     return _installed is not None

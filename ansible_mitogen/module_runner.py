@@ -25,6 +25,7 @@ Python 3.6+, never Ansible controller code.
 import errno
 import io
 import json
+import logging
 import os
 import pickle
 import select
@@ -39,6 +40,8 @@ import zipfile
 
 import mitogen.core
 from ansible_mitogen import fresh_child, target
+
+LOG = logging.getLogger("ansible_mitogen.module_runner")
 
 #: What the AnsiballZ wrapper does before handing over to the module's
 #: runner, after making the remote_tmp if the spec's `ensure_remote_tmp`
@@ -361,9 +364,12 @@ def run_module(spec, digest, modlib_data, env, chdir, interpreter, router):
             return None
         _store_modlib(modlib, modlib_data)
     same_python = os.path.realpath(interpreter) == os.path.realpath(sys.executable)
+    name = spec.get("module_fqn") or spec.get("ansible_module") or "?"
     if same_python and _warm_up(modlib):
+        LOG.debug("module %s: running in a fork of pid %d", name, os.getpid())
         rc, stdout, stderr = _run_forked(spec, modlib, env, chdir)
     else:
+        LOG.debug("module %s: running with %s", name, interpreter)
         try:
             rc, stdout, stderr = target.run_process(
                 [interpreter, "-c", LAUNCHER, modlib], json.dumps(spec).encode(), chdir, env
@@ -375,4 +381,5 @@ def run_module(spec, digest, modlib_data, env, chdir, interpreter, router):
             rc = 127 if e.errno == errno.ENOENT else 126
             stdout, stderr = b"", ("%s: %s\n" % (interpreter, e.strerror)).encode()
         rc = target.shell_status(rc)
+    LOG.debug("module %s: rc %d", name, rc)
     return rc, mitogen.core.Blob(stdout), mitogen.core.Blob(stderr)

@@ -14,6 +14,11 @@ of services.LIMIT_VARIABLES, which the strategy sets from ansible.cfg or the
 user's environment (see strategy.py). The mux raises its own open-file
 limit as far as `Limits.total` connections need, and lowers `total` to what
 the hard limit allows.
+
+It writes its log records to its stderr as display lines, at the level of
+MITOGEN_LOG_LEVEL (the user's, or the strategy's at -vvvv) with the targets'
+too, else warnings only (logs.py). SIGUSR2 makes it log every thread's stack
+of its own and of each target context (stack_dump.py).
 """
 
 from __future__ import annotations
@@ -23,10 +28,14 @@ import logging
 import os
 import resource
 import signal
+import sys
 import threading
 
+import ansible_mitogen.logs
 import ansible_mitogen.ondemand
 import ansible_mitogen.services
+import ansible_mitogen.stack_dump
+import mitogen.bootstrap
 import mitogen.master
 import mitogen.service
 import mitogen.unix
@@ -76,6 +85,14 @@ def _outlive_interrupt(signum: int, frame: object) -> None:
     on until its stdin closes, then shuts every context down."""
 
 
+def prepare(responder: mitogen.master.ModuleResponder) -> None:
+    """What the first connections need, built while ansible-playbook loads the play rather
+    than when they ask: the bootstrap bundle (minified core, ~0.1 s) every new context is
+    sent, then the modules every target imports (TARGET_MODULES)."""
+    mitogen.bootstrap.get_preamble()
+    responder.prepare(TARGET_MODULES)
+
+
 def main() -> None:
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         # A handler rather than SIG_IGN, which the interpreters the mux
@@ -84,6 +101,7 @@ def main() -> None:
         signal.signal(signal.SIGINT, _outlive_interrupt)
     try:
         limits = ansible_mitogen.services.Limits.from_environment(os.environ)
+        ansible_mitogen.logs.requested_level(os.environ, verbosity=0)  # a bad level stops it here
     except ValueError as e:
         raise SystemExit("ansible_mitogen mux: %s" % (e,))
     total_variable = ansible_mitogen.services.LIMIT_VARIABLES["total"]
@@ -91,11 +109,20 @@ def main() -> None:
     broker = mitogen.master.Broker()
     router = mitogen.master.Router(broker)
     router.unidirectional = True
+    scrubber = ansible_mitogen.logs.Scrubber()
+    contexts = ansible_mitogen.services.ContextService(router, limits, on_secret=scrubber.add)
+    ansible_mitogen.logs.start_mux_logging(os.environ, sys.stderr, contexts.host_of, scrubber)
+    ansible_mitogen.stack_dump.install(
+        lambda: [
+            (router.context_by_id(context_id), contexts.host_of(context_id))
+            for context_id in sorted(contexts.context_ids())
+        ]
+    )
     pool = mitogen.service.Pool(
         router,
         size=POOL_SIZE,
         services=[
-            ansible_mitogen.services.ContextService(router, limits),
+            contexts,
             mitogen.service.FileService(router),
             mitogen.service.PushFileService(router),
         ],
@@ -109,9 +136,7 @@ def main() -> None:
     )
     responder = router.responder
     assert isinstance(responder, mitogen.master.ModuleResponder)
-    threading.Thread(
-        target=responder.prepare, args=(TARGET_MODULES,), name="prepare-modules", daemon=True
-    ).start()
+    threading.Thread(target=prepare, args=(responder,), name="prepare", daemon=True).start()
     try:
         os.write(1, (listener.path + "\n").encode())
         if owner is not None:

@@ -6,7 +6,8 @@ made per play and per serial batch; the mux outlives them). It spawns
 already runs threads. The socket path travels to workers in the
 environment, which they inherit when forked. `get_router()` gives each
 process (worker, or the controller itself for meta: reset_connection) its
-own connection to the mux, made on first use.
+own connection to the mux, made on first use. With a `log_sink`, the mux's
+stderr comes back on a pipe whose lines a thread hands to the sink (logs.py).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
+import ansible_mitogen.logs
 import mitogen.core
 import mitogen.parent
 import mitogen.unix
@@ -42,32 +44,59 @@ class MuxProcess:
     _proc: subprocess.Popen[bytes] | None = None
     _lock = threading.Lock()
     _fork_hook = False
+    #: The read end of the mux's stderr and the thread relaying it, with a log_sink.
+    _log_fd: int | None = None
+    _log_thread: threading.Thread | None = None
 
     @classmethod
-    def start(cls, settings: Mapping[str, str] | None = None) -> str:
+    def start(
+        cls,
+        settings: Mapping[str, str] | None = None,
+        log_sink: Callable[[str], None] | None = None,
+    ) -> str:
         """Start the mux unless running; return its socket path. `settings`
-        are environment variables for the mux alone (see mux.py), used
-        only when it starts."""
+        are environment variables for the mux alone (see mux.py), and
+        `log_sink` is given each line the mux writes to its stderr (else its
+        stderr is ours); both are used only when it starts."""
         with cls._lock:
             if cls._proc is None or cls._proc.poll() is not None:
-                cls._spawn(settings or {})
+                cls._spawn(settings or {}, log_sink)
             return os.environ[ENV_PATH]
 
     @classmethod
-    def _spawn(cls, settings: Mapping[str, str]) -> None:
+    def pid(cls) -> int | None:
+        """The running mux's process ID (None if this process started none)."""
+        proc = cls._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    @classmethod
+    def _spawn(cls, settings: Mapping[str, str], log_sink: Callable[[str], None] | None) -> None:
         argv, env = mux_command(settings)
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-            close_fds=True,
-        )
+        cls._stop_relay()  # a previous mux's, which has exited
+        stderr = None
+        if log_sink is not None:
+            # a bare pipe, not a file object: workers fork while the relay thread reads it
+            cls._log_fd, stderr = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env=env,
+                close_fds=True,
+            )
+        finally:
+            if stderr is not None:
+                os.close(stderr)
+        if cls._log_fd is not None and log_sink is not None:
+            cls._log_thread = ansible_mitogen.logs.relay(cls._log_fd, log_sink)
         assert proc.stdout is not None
         line = read_line(proc.stdout.fileno(), START_TIMEOUT)
         if not line:
             proc.kill()
             proc.wait()
+            cls._stop_relay()
             raise MuxError("the Mitogen mux process failed to start (exit status %s)", proc.poll())
         cls._proc = proc
         os.environ[ENV_PATH] = line
@@ -84,6 +113,22 @@ class MuxProcess:
         proc, cls._proc = cls._proc, None
         if proc is not None and proc.stdin is not None:
             proc.stdin.close()
+        log_fd, cls._log_fd, cls._log_thread = cls._log_fd, None, None
+        if log_fd is not None:
+            os.close(log_fd)
+
+    @classmethod
+    def _stop_relay(cls) -> None:
+        """After the mux exited: let the relay thread pass on its last lines, then
+        close the pipe (left open if the thread is stuck in its sink)."""
+        thread, cls._log_thread = cls._log_thread, None
+        if thread is not None:
+            thread.join(STOP_TIMEOUT)
+            if thread.is_alive():
+                return
+        log_fd, cls._log_fd = cls._log_fd, None
+        if log_fd is not None:
+            os.close(log_fd)
 
     @classmethod
     def stop(cls) -> None:
@@ -100,6 +145,7 @@ class MuxProcess:
             proc.kill()
             proc.wait()
         proc.stdout.close()
+        cls._stop_relay()
         os.environ.pop(ENV_PATH, None)
 
 

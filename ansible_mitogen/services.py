@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,16 +84,16 @@ def hop_target(hop: dict[str, Any], via_target: str | None) -> str:
     return "%s:%s:%s" % (hop["method"], kwargs.get("hostname"), kwargs.get("port"))
 
 
-def failure(error: mitogen.core.StreamError, method_name: str) -> dict[str, Any]:
-    """Describe a failed hop for the worker: the message, as `reason` the
-    error's kind (mitogen.core.StreamError.kind, 'other' if it has none),
-    which the worker maps to stock Ansible's wording (see
-    ansible_mitogen.connection.FAILURE_WORDING), and the program's last
-    output."""
+def failure(error: mitogen.core.StreamError, method_name: str, hop: int) -> dict[str, Any]:
+    """Describe a failed hop (`hop`: its index in the stack) for the worker: the
+    message, as `reason` the error's kind (mitogen.core.StreamError.kind, 'other'
+    if it has none), which the worker maps to stock Ansible's wording (see
+    ansible_mitogen.connection.FAILURE_WORDING), and the program's last output."""
     return {
         "context": None,
         "msg": str(error),
         "method_name": method_name,
+        "hop": hop,
         "reason": error.kind or "other",
         "output": (error.output or "").strip(),
     }
@@ -149,9 +149,10 @@ class Chain:
 
     `parent` is the chain it was started through (its `via`; None for a root,
     started by the mux itself), `children` those started through it, `users`
-    the workers holding it. `key` (stack_key()) and `context` are what
-    ContextService finds it by and hands out; bare bookkeeping may leave them
-    out."""
+    the workers holding it, `tasks` how many of them run their task in it (the
+    others are starting a chain through it). `key` (stack_key()) and `context`
+    are what ContextService finds it by and hands out; bare bookkeeping may
+    leave them out. Several chains may have one key (see ContextService)."""
 
     context_id: int
     target: str
@@ -159,6 +160,7 @@ class Chain:
     key: str | None = None
     context: mitogen.parent.Context | None = None
     users: int = 0
+    tasks: int = 0
     children: list[Chain] = field(default_factory=list)
 
 
@@ -181,7 +183,7 @@ class InterpreterTable:
         self.limits = limits
         #: Least recently used first.
         self._chains: OrderedDict[int, Chain] = OrderedDict()
-        self._by_key: dict[str, Chain] = {}
+        self._by_key: dict[str, list[Chain]] = {}
         self._per_target: Counter[str] = Counter()
 
     def __contains__(self, context_id: object) -> bool:
@@ -199,8 +201,22 @@ class InterpreterTable:
         return self._per_target[target]
 
     def by_key(self, key: str) -> Chain | None:
-        """The chain added with `key`, if it is up."""
-        return self._by_key.get(key)
+        """A chain added with `key` that is up, one no task runs in if there is one."""
+        chains = self._by_key.get(key)
+        if not chains:
+            return None
+        return self.idle_by_key(key) or chains[0]
+
+    def idle_by_key(self, key: str) -> Chain | None:
+        """A chain added with `key` that is up and no task runs in."""
+        for chain in self._by_key.get(key, ()):
+            if not chain.tasks:
+                return chain
+        return None
+
+    def all_by_key(self, key: str) -> list[Chain]:
+        """Every chain added with `key` that is up."""
+        return list(self._by_key.get(key, ()))
 
     def roots(self) -> list[Chain]:
         """The chains the mux started itself (every other one dies with its root)."""
@@ -223,20 +239,25 @@ class InterpreterTable:
         if via is not None:
             via.children.append(chain)
         if key is not None:
-            self._by_key[key] = chain
+            self._by_key.setdefault(key, []).append(chain)
         return chain
 
-    def acquire(self, context_id: int) -> None:
-        """A worker starts using `context_id` (and so every context above it)."""
+    def acquire(self, context_id: int, task: bool = False) -> None:
+        """A worker starts using `context_id` (and so every context above it), to
+        run its task in it if `task`."""
         chain = self._chains[context_id]
         chain.users += 1
+        chain.tasks += task
         self._touch(chain)
 
-    def release(self, context_id: int) -> None:
-        """A worker is done with `context_id` (ignored if it is gone)."""
+    def release(self, context_id: int, task: bool = False) -> None:
+        """A worker is done with `context_id`, acquired with the same `task`
+        (ignored if it is gone)."""
         chain = self._chains.get(context_id)
         if chain is not None and chain.users:
             chain.users -= 1
+            if task and chain.tasks:
+                chain.tasks -= 1
             self._touch(chain)
 
     def _touch(self, chain: Chain | None) -> None:
@@ -257,8 +278,10 @@ class InterpreterTable:
     def _forget(self, chain: Chain) -> list[int]:
         del self._chains[chain.context_id]
         self._per_target[chain.target] -= 1
-        if chain.key is not None and self._by_key.get(chain.key) is chain:
-            del self._by_key[chain.key]
+        if chain.key is not None and chain in self._by_key.get(chain.key, ()):
+            self._by_key[chain.key].remove(chain)
+            if not self._by_key[chain.key]:
+                del self._by_key[chain.key]
         removed = [chain.context_id]
         for child in chain.children:
             removed += self._forget(child)
@@ -291,58 +314,105 @@ class ContextService(mitogen.service.Service):
     All it knows of them is one InterpreterTable under one lock. A worker's
     get() acquires every hop of its chain while building it (so none can be
     shut down under it) and keeps the last one until put(); the table's
-    victims for the machines the chain touches are then shut down."""
+    victims for the machines the chain touches are then shut down.
 
-    def __init__(self, router: mitogen.parent.Router, limits: Limits | None = None) -> None:
+    The contexts a chain runs through are shared by every chain that starts
+    with the same hops (two hosts behind one bastion use one bastion context).
+    The last one is the worker's alone while its task runs: a context runs one
+    call at a time, so a worker asking for a chain whose every context is busy
+    with another worker's task (`delegate_to: localhost` from many hosts at
+    once) gets a new one of its own, kept for later tasks like the rest."""
+
+    def __init__(
+        self,
+        router: mitogen.parent.Router,
+        limits: Limits | None = None,
+        on_secret: Callable[[str], None] | None = None,
+    ) -> None:
         super().__init__(router)
         self.limits = limits or Limits()
         self._lock = threading.Lock()
         self._table = InterpreterTable(self.limits)
         self._starting = mitogen.service.Deduplicator()
+        #: Called with every secret (SECRET_KEYS) of the stacks asked for (log scrubbing).
+        self._on_secret = on_secret
+        #: Context ID -> host of the chain (see host_of()).
+        self._hosts: dict[int, str] = {}
 
     def context_ids(self) -> set[int]:
         """IDs of the contexts kept up now (in use or idle)."""
         with self._lock:
             return self._table.context_ids()
 
+    def host_of(self, context_id: int) -> str | None:
+        """The host a context runs on, for log lines: the `hostname` of its
+        chain's last hop that has one, `localhost` for local chains; None
+        for a context that is not (yet) up. Safe on any thread: takes no lock."""
+        return self._hosts.get(context_id)
+
     def _forget(self, context_id: int) -> None:
         with self._lock:
             self._table.remove(context_id)
+        self._hosts.pop(context_id, None)
 
     def _acquire_hop(
-        self, key: str, hop: dict[str, Any], target: str, via: mitogen.parent.Context | None
+        self,
+        key: str,
+        hop: dict[str, Any],
+        target: str,
+        via: mitogen.parent.Context | None,
+        host: str,
+        task: bool,
     ) -> mitogen.parent.Context:
-        """Return the context for `key`, acquired for the caller; it is
-        started once even when many workers ask at the same time."""
+        """Return a context for `key`, acquired for the caller (for its task if
+        `task`: then one no other task runs in). The first is started once even
+        when many workers ask at the same time; a task finding every one busy
+        starts one more for itself."""
         for _ in range(START_ATTEMPTS):
             with self._lock:
-                chain = self._table.by_key(key)
+                chain = self._table.idle_by_key(key) if task else self._table.by_key(key)
                 if chain is not None and chain.context is not None:
-                    self._table.acquire(chain.context_id)
+                    self._table.acquire(chain.context_id, task)
                     return chain.context
-            self._starting.run(key, lambda: self._start_hop(key, hop, target, via))
+                busy = task and self._table.by_key(key) is not None
+            if busy:
+                return self._start_hop(key, hop, target, via, host, task=True)
+            self._starting.run(key, lambda: self._start_hop(key, hop, target, via, host))
         raise mitogen.core.StreamError(
             "%s to %s disconnected as soon as it started" % (hop["method"], target)
         )
 
     def _start_hop(
-        self, key: str, hop: dict[str, Any], target: str, via: mitogen.parent.Context | None
-    ) -> None:
+        self,
+        key: str,
+        hop: dict[str, Any],
+        target: str,
+        via: mitogen.parent.Context | None,
+        host: str,
+        task: bool = False,
+    ) -> mitogen.parent.Context:
+        """Start a context for `key`: with `task`, one more, acquired for the
+        caller's task; else the first (unless one is up by now), left idle."""
         with self._lock:
-            if self._table.by_key(key) is not None:
-                return
+            chain = self._table.by_key(key)
+            if not task and chain is not None and chain.context is not None:
+                return chain.context
         kwargs = dict(hop["kwargs"])
         if via is not None:
             kwargs["via"] = via
         context = self.router.connect(hop["method"], **kwargs)
+        self._hosts[context.context_id] = host
         context.call(ansible_mitogen.target.init_child)
         with self._lock:
             parent = via.context_id if via is not None else None
             self._table.add(context.context_id, target, parent, key, context)
+            if task:
+                self._table.acquire(context.context_id, task=True)
             # A disconnect from now on waits for the lock; one before has removed the route.
             mitogen.core.listen(context, "disconnect", lambda: self._forget(context.context_id))
             if self.router.stream_by_id(context.context_id) is None:
                 self._table.remove(context.context_id)
+        return context
 
     def _release(self, contexts: list[mitogen.parent.Context]) -> None:
         """Release `contexts`; lock held."""
@@ -372,20 +442,31 @@ class ContextService(mitogen.service.Service):
         path: list[mitogen.parent.Context] = []
         targets: set[str] = set()
         target = None
+        host = "localhost"
         for depth in range(1, len(stack) + 1):
             hop = stack[depth - 1]
             target = hop_target(hop, target)
             targets.add(target)
+            host = str(hop["kwargs"].get("hostname") or host)
+            if self._on_secret is not None:
+                for name in SECRET_KEYS:
+                    if hop["kwargs"].get(name):
+                        self._on_secret(str(hop["kwargs"][name]))
             try:
                 path.append(
                     self._acquire_hop(
-                        stack_key(stack[:depth]), hop, target, path[-1] if path else None
+                        stack_key(stack[:depth]),
+                        hop,
+                        target,
+                        path[-1] if path else None,
+                        host,
+                        task=depth == len(stack),
                     )
                 )
             except mitogen.core.StreamError as e:
                 with self._lock:
                     self._release(path)
-                return failure(e, hop["method"])
+                return failure(e, hop["method"], depth - 1)
         context = path[-1]
         with self._lock:
             self._release(path[:-1])
@@ -396,6 +477,7 @@ class ContextService(mitogen.service.Service):
             return failure(
                 mitogen.core.StreamError("the connection to %s closed as it started" % (target,)),
                 stack[-1]["method"],
+                len(stack) - 1,
             )
         return {"context": context, "msg": None, "method_name": None}
 
@@ -404,22 +486,23 @@ class ContextService(mitogen.service.Service):
     def put(self, context: mitogen.core.Context) -> None:
         """A worker is done with `context` (from get())."""
         with self._lock:
-            self._table.release(context.context_id)
+            self._table.release(context.context_id, task=True)
 
     @expose(AllowParents())
-    @arg_spec({"stack": list})
-    def reset(self, stack: list[dict[str, Any]]) -> bool:
-        """Shut down the chain for `stack` from its first hop, so the next
-        get() starts afresh (meta: reset_connection). Returns True if
-        something was running."""
+    @arg_spec({"stack": list, "depth": int})
+    def reset(self, stack: list[dict[str, Any]], depth: int = 1) -> bool:
+        """Shut down the chain for `stack` from hop `depth` (1: the first; a host
+        reached through others starts after their hops, which stay), so the next
+        get() starts afresh (meta: reset_connection). Returns True if something
+        was running."""
         with self._lock:
-            chain = self._table.by_key(stack_key(stack[:1]))
-            context = chain.context if chain is not None else None
-        if context is None:
-            return False
-        self._forget(context.context_id)
-        context.shutdown(wait=True, timeout=10)
-        return True
+            chains = self._table.all_by_key(stack_key(stack[:depth]))
+            contexts = [chain.context for chain in chains if chain.context is not None]
+        for context in contexts:
+            self._forget(context.context_id)
+        for context in contexts:
+            context.shutdown(wait=True, timeout=10)
+        return bool(contexts)
 
     def on_shutdown(self) -> None:
         with self._lock:

@@ -8,7 +8,9 @@ builtin strategy in the same run see ansible-core's loaders untouched.
 
 `mux_settings()` reads the mux's settings (ansible.cfg's `[mitogen]` section, or their
 MITOGEN_* environment variables) the way ansible-core reads its own, and they reach the
-mux in its environment when the first play starts it.
+mux in its environment when the first play starts it. So does MITOGEN_LOG_LEVEL
+(the user's, or `debug` at -vvvv: see logs.py); every line the mux writes reaches
+Ansible's display.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ansible.utils.display import Display
 
 import ansible_mitogen
 import ansible_mitogen.connection
+import ansible_mitogen.logs
 import ansible_mitogen.process
 import ansible_mitogen.services
 from ansible_mitogen import compat, loaders
@@ -78,12 +81,38 @@ class StrategyMixin:
             # Loaded here once, so forked workers inherit the module and its
             # parsed DOCUMENTATION instead of redoing both for every task.
             connection_loader.get(name, class_only=True)
-        ansible_mitogen.process.MuxProcess.start(mux_settings())
+        start_mux()
         install_hooks(self.connection_redirects, self.action_mixin)
         try:
             return super().run(iterator, play_context, *args, **kwargs)  # type: ignore[misc]
         finally:
             loaders.deactivate()
+
+
+def start_mux() -> None:
+    """Start the mux unless running, with its settings (mux_settings()) and log level
+    (logs.requested_level()), its lines relayed to the display."""
+    running = ansible_mitogen.process.MuxProcess.pid()
+    settings = mux_settings()
+    try:
+        level = ansible_mitogen.logs.requested_level(os.environ, display.verbosity)
+    except ValueError as e:
+        raise AnsibleOptionsError(f"Mitogen setting {e}") from None
+    if level is not None:
+        settings[ansible_mitogen.logs.LEVEL_VARIABLE] = level
+    ansible_mitogen.process.MuxProcess.start(settings, log_sink=display_mux_line)
+    pid = ansible_mitogen.process.MuxProcess.pid()
+    if pid != running:
+        display.vvv(
+            f"ansible_mitogen: mux started (pid {pid}; `kill -USR2 {pid}` logs every thread's "
+            "stack of it and of its target interpreters)"
+        )
+
+
+def display_mux_line(line: str) -> None:
+    """Show a line of the mux's log (logs.py) as Ansible shows its -vvvv lines (also in
+    log_path)."""
+    display.display(line, color=C.COLOR_VERBOSE, stderr=C.VERBOSE_TO_STDERR)
 
 
 def install_hooks(connection_redirects: Mapping[str, str], action_mixin: type | None) -> None:

@@ -5,15 +5,19 @@ uses only the standard library and mitogen, runs on Python 3.6+, and never
 imports Ansible's controller code.
 """
 
+import logging
 import os
 import pwd
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 
 import mitogen.core
 import mitogen.service
+
+LOG = logging.getLogger("ansible_mitogen.target")
 
 #: Process groups of commands and module runs in progress: killed when
 #: this context shuts down, so nothing outlives an interrupted playbook.
@@ -32,6 +36,13 @@ def _kill_running():
 def init_child(router):
     """First call into a new target: arrange the cleanup above."""
     mitogen.core.listen(router.broker, "shutdown", _kill_running)
+    LOG.debug(
+        "ready: pid %d, uid %d, Python %s (%s)",
+        os.getpid(),
+        os.getuid(),
+        sys.version.split()[0],
+        sys.executable,
+    )
 
 
 _used = []

@@ -297,27 +297,35 @@ def reap_muxes() -> None:
                 pass
 
 
-def run(playbook: str, hosts: Hosts, kind: str, workdir: str) -> Result:
-    strategy, extra_env = RUN_KINDS[kind]
-    control_dir = os.path.join(workdir, "cp")
-    log_path = os.path.join(workdir, "ansible.log")
-    if os.path.exists(log_path):
-        os.unlink(log_path)
+def playbook_env(kind: str, forks: int, workdir: str) -> dict[str, str]:
+    """The environment every benchmark run of ansible-playbook gets (bytecode caches on):
+    `kind` is one of RUN_KINDS or a strategy name."""
+    strategy, extra_env = RUN_KINDS.get(kind, (kind, {}))
     env = dict(
         os.environ,
         ANSIBLE_STRATEGY=strategy,
         ANSIBLE_STRATEGY_PLUGINS=STRATEGY_DIR,
         ANSIBLE_PIPELINING="true",
         ANSIBLE_HOST_KEY_CHECKING="false",
-        ANSIBLE_FORKS=str(hosts.forks),
+        ANSIBLE_FORKS=str(forks),
         ANSIBLE_DEPRECATION_WARNINGS="false",
         ANSIBLE_LOCAL_TEMP=os.path.join(workdir, "local-tmp"),
-        ANSIBLE_SSH_CONTROL_PATH_DIR=control_dir,
-        ANSIBLE_LOG_PATH=log_path,
+        ANSIBLE_SSH_CONTROL_PATH_DIR=os.path.join(workdir, "cp"),
+        ANSIBLE_LOG_PATH=os.path.join(workdir, "ansible.log"),
         PYTHONPATH=ROOT,
         **extra_env,
     )
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def run(playbook: str, hosts: Hosts, kind: str, workdir: str) -> Result:
+    """One ansible-playbook run as `kind` (RUN_KINDS, or a strategy name)."""
+    control_dir = os.path.join(workdir, "cp")
+    log_path = os.path.join(workdir, "ansible.log")
+    if os.path.exists(log_path):
+        os.unlink(log_path)
+    env = playbook_env(kind, hosts.forks, workdir)
     wait_sessions_ended(hosts.daemons)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     target_before = hosts.target_cpu.seconds() if hosts.target_cpu else None

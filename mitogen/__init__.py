@@ -19,6 +19,11 @@ parent_id = None
 #: IDs of every ancestor of this context, nearest first.
 parent_ids = []
 
+#: The compressed bootstrap bundle this context was started from, kept to
+#: start grandchildren (set by mitogen.core.ExternalContext; built lazily in
+#: the master by mitogen.parent.get_preamble()).
+preamble = None
+
 
 def main(log_level="INFO", profiling=False):
     """Decorate the main function of a program that uses Mitogen.

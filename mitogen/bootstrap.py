@@ -68,8 +68,19 @@ c["preamble"]=b
 sys.modules["mitogen.core"].ExternalContext(c).main()
 """
 
-#: Modules in the bootstrap bundle, in load order.
-BOOTSTRAP_MODULES = ("mitogen", "mitogen.core")
+#: Modules in the bootstrap bundle, in load order: each imports only those
+#: before it; mitogen.core, the facade, comes last.
+BOOTSTRAP_MODULES = (
+    "mitogen",
+    "mitogen.wire",
+    "mitogen.channels",
+    "mitogen.streams",
+    "mitogen.broker",
+    "mitogen.router",
+    "mitogen.importer",
+    "mitogen.child",
+    "mitogen.core",
+)
 
 
 def get_stage0_command():
@@ -97,9 +108,9 @@ def _build_preamble():
 
 def get_preamble():
     """Return the compressed bootstrap bundle, building it once."""
-    if mitogen.core.preamble is None:
-        mitogen.core.preamble = _build_preamble()
-    return mitogen.core.preamble
+    if mitogen.preamble is None:
+        mitogen.preamble = _build_preamble()
+    return mitogen.preamble
 
 
 def frame_blob(data):

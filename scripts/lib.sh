@@ -16,3 +16,10 @@ find_python() {  # find_python 3.12 -> path of an interpreter of that version
     done
     die "no Python $1 found (looked in $pyenv_root/versions and PATH)"
 }
+
+pin_of() {  # pin_of FILE NAME -> the version pinned as NAME==VERSION in FILE
+    local version
+    version=$(sed -n "s/^$2==//p" "$1")
+    [ -n "$version" ] || die "no '$2==' pin in $1"
+    echo "$version"
+}

@@ -8,11 +8,11 @@
 #
 # Pins live in requirements-ansible-<series>.txt. The extra venvs also get
 # requirements-dev.txt so the test suite can run under them. Every venv set up
-# also gets, in VENV/ansible-collections, the collections of the pinned `ansible`
-# package listed in requirements-collection-modules.txt (extracted from its wheel,
-# never pip-installed), and the target Python 3.12 gets the lxml pinned there.
-# Idempotent: a venv whose packages already match its pins is left alone, and so
-# are collections and lxml already in place. Fails loudly.
+# also gets, in VENV/ansible-collections, the collections listed in
+# requirements-collection-modules.txt (scripts/setup-collections.sh), and the target
+# Python 3.12 gets the lxml pinned there. Idempotent: a venv whose packages already
+# match its pins is left alone, and so are collections and lxml already in place.
+# Fails loudly.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -64,61 +64,10 @@ install_series() {  # install_series SERIES VENV PYTHON_VERSION WITH_DEV(0|1)
 }
 
 modules_pins=requirements-collection-modules.txt
-wheel_dir=
-trap '[ -z "$wheel_dir" ] || rm -rf "$wheel_dir"' EXIT
-
-pin_of() {  # pin_of NAME: the version pinned for NAME in $modules_pins
-    local version
-    version=$(sed -n "s/^$1==//p" "$modules_pins")
-    [ -n "$version" ] || die "no '$1==' pin in $modules_pins"
-    echo "$version"
-}
-
-install_collections() {  # install_collections VENV: the pinned collections in VENV/ansible-collections
-    local venv=$1 dest="$1/ansible-collections" began version collections wanted
-    began=$EPOCHREALTIME
-    version=$(pin_of ansible)
-    collections=$(sed -n 's/^# collections: //p' "$modules_pins")
-    [ -n "$collections" ] || die "no '# collections:' line in $modules_pins"
-    wanted="ansible==$version: $collections"
-    if [ "$(cat "$dest/.installed-from" 2>/dev/null)" = "$wanted" ]; then
-        echo "setup-ansible.sh: $dest already has $collections from ansible $version"
-        return
-    fi
-    if [ -z "$wheel_dir" ]; then
-        wheel_dir=$(mktemp -d)
-        # --no-deps: only the wheel, so pip never touches the pinned ansible-core;
-        # its Requires-Python does not matter, nothing of it is installed.
-        "$venv/bin/python" -m pip download -q --disable-pip-version-check --no-deps \
-            --ignore-requires-python --only-binary :all: -d "$wheel_dir" "ansible==$version" ||
-            die "could not download the ansible $version wheel"
-    fi
-    rm -rf "$dest.new"
-    # shellcheck disable=SC2086  # one argument per collection name
-    "$venv/bin/python" - "$wheel_dir/ansible-$version-py3-none-any.whl" "$dest.new" $collections <<'PY' ||
-import sys
-import zipfile
-
-wheel, dest, *names = sys.argv[1:]
-prefixes = ["ansible_collections/%s/" % name.replace(".", "/") for name in names]
-with zipfile.ZipFile(wheel) as archive:
-    members = [m for m in archive.namelist() if m.startswith(tuple(prefixes))]
-    missing = [p for p in prefixes if not any(m.startswith(p) for m in members)]
-    if missing:
-        sys.exit("%s lacks %s" % (wheel, ", ".join(missing)))
-    archive.extractall(dest, members)
-PY
-        die "could not extract $collections from the ansible $version wheel"
-    echo "$wanted" >"$dest.new/.installed-from"
-    rm -rf "$dest"
-    mv "$dest.new" "$dest"
-    printf 'setup-ansible.sh: %s: %s from ansible %s (%.1fs)\n' \
-        "$dest" "$collections" "$version" "$(awk "BEGIN { print $EPOCHREALTIME - $began }")"
-}
 
 install_target_lxml() {  # the pinned lxml in the Python 3.12 the test hosts run modules with
     local version target began=$EPOCHREALTIME
-    version=$(pin_of lxml)
+    version=$(pin_of "$modules_pins" lxml)
     target=$(find_python 3.12)
     if "$target" -c "import sys, lxml.etree; sys.exit(lxml.__version__ != '$version')" 2>/dev/null; then
         echo "setup-ansible.sh: $target already has lxml $version"
@@ -136,6 +85,7 @@ if [ "${#series[@]}" -eq 0 ]; then
     series=(2.21)
     [ "${FULL:-0}" = 1 ] && series+=(2.20 2.19)
 fi
+venvs=()
 for s in "${series[@]}"; do
     case "$s" in
         2.21) venv=.venv && install_series 2.21 "$venv" 3.12 0 ;;
@@ -143,6 +93,7 @@ for s in "${series[@]}"; do
         2.19) venv=.venv-ansible-2.19 && install_series 2.19 "$venv" 3.11 1 ;;
         *) die "unknown ansible-core series '$s' (supported: 2.19 2.20 2.21)" ;;
     esac
-    install_collections "$venv"
+    venvs+=("$venv")
 done
+bash scripts/setup-collections.sh "${venvs[@]}"
 install_target_lxml

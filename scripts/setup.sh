@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian machine for this project: system packages (as root),
-# a Python 3.12 virtualenv in .venv with the test and docs tools, and a check that the
-# target Pythons 3.6 to 3.13 exist under pyenv. Idempotent; fails loudly.
+# a Python 3.12 virtualenv in .venv with the test and docs tools, ansible-core and
+# Molecule, and a check that the target Pythons 3.6 to 3.13 exist under pyenv.
+# Idempotent; fails loudly.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,4 +39,5 @@ if [ "${FULL:-0}" = 1 ]; then
     make_venv .venv-3.11 3.11
 fi
 bash scripts/setup-ansible.sh
+bash scripts/setup-molecule.sh
 echo "setup.sh: ready (controller $(.venv/bin/python --version), venv $here/.venv)"

@@ -113,7 +113,7 @@ def test_error_kind_reaches_stock_wording(
     wording: failure() passes it on as the reason, connect_error() words it."""
     error = mitogen.core.StreamError("detail")
     error.kind, error.output = kind, " out\n"
-    result = failure(error, method)
+    result = failure(error, method, 0)
     assert result["reason"] == (kind or "other") and result["output"] == "out"
     raised = connect_error(result, "/py", "Timeout (12s) waiting for privilege: ")
     assert type(raised) is expected and str(raised) == text

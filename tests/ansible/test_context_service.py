@@ -218,8 +218,9 @@ def test_the_service_keeps_chains_in_use_and_shuts_the_oldest_idle_one(
     second = get(service, local("two"))
     third = get(service, local("three"))  # three in use: the limit of 2 waits
     assert {first.context_id, second.context_id, third.context_id} <= service.context_ids()
-    assert get(service, local("one")) == first
-    for context in (second, third, first, first):
+    service.put(first)
+    assert get(service, local("one")) == first  # idle again: reused
+    for context in (second, third, first):
         service.put(context)
     fourth = get(service, local("four"))  # second and third went: first was used after them
     assert service.context_ids() == {first.context_id, fourth.context_id}
@@ -230,6 +231,27 @@ def test_the_service_keeps_chains_in_use_and_shuts_the_oldest_idle_one(
     assert again.context_id not in (second.context_id, fourth.context_id)
     service.put(again)
     service.put(fourth)
+
+
+def test_a_chain_busy_with_a_task_is_not_shared_but_its_prefix_is(
+    service: ContextService,
+) -> None:
+    """Two workers asking for one chain at once (delegate_to: localhost from two hosts)
+    get a context each, both started through the one shared login context; the extra one
+    is kept, and reused once idle."""
+    first = get(service, local("login"), local("become"))
+    second = get(service, local("login"), local("become"))
+    assert first != second
+    assert first.call(os.getppid) == second.call(os.getppid)
+    login = get(service, local("login"))  # not busy with a task: shared as a prefix was
+    assert login.call(os.getpid) == first.call(os.getppid)
+    assert service.context_ids() == {login.context_id, first.context_id, second.context_id}
+    service.put(first)
+    assert get(service, local("login"), local("become")) == first
+    for context in (first, second, login):
+        service.put(context)
+    assert service.reset([local("login"), local("become")], depth=2) is True
+    assert service.context_ids() == {login.context_id}
 
 
 def test_a_reset_forgets_the_via_children_and_rebuilds_them(service: ContextService) -> None:

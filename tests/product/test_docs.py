@@ -38,7 +38,14 @@ PAGES = {
         "as stock Ansible",
     ],
     "versions": ["2.19", "2.20", "2.21", "Python 3.6"],
-    "molecule": ["not accelerated", "community.docker.docker"],
+    "molecule": [
+        "not accelerated",
+        "community.docker.docker",
+        "provisioner.config_options.defaults",
+        "ANSIBLE_COLLECTIONS_PATH",
+        "examples/molecule",
+        "molecule_bench.sh",
+    ],
     "differences": ["requiretty", "SIGKILL"],
     "troubleshooting": [
         "ESTABLISH MITOGEN CONNECTION",

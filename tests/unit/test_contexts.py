@@ -88,7 +88,7 @@ def test_upgrade_promotes_router_and_known_contexts(router):
     parent's, an unpickled argument's) gain the call methods."""
     report = router.local().call(remote_helpers.promote_router)
     assert report == {
-        "early_before": "mitogen.core.Context",
+        "early_before": "mitogen.router.Context",  # mitogen.core.Context's home
         "router": "mitogen.routing.Router",
         "id_allocator": "mitogen.routing.ChildIdAllocator",
         "responder": "mitogen.routing.ModuleForwarder",

@@ -8,6 +8,7 @@ import pytest
 
 import mitogen.core
 import mitogen.select
+import mitogen.wire
 from mitogen.core import Latch, LatchError, TimeoutError, TimerList
 from mitogen.select import Select
 
@@ -426,8 +427,10 @@ class Clock:
 
 @pytest.fixture
 def clock(monkeypatch):
+    """Replace the core's clock at its home: the core modules read it as
+    mitogen.wire.now when called (mitogen.core.now is only a re-export)."""
     clk = Clock()
-    monkeypatch.setattr(mitogen.core, "now", clk)
+    monkeypatch.setattr(mitogen.wire, "now", clk)
     return clk
 
 

@@ -65,7 +65,20 @@ def _check_equivalent(source, out):
 # (a) Real modules.
 
 
-@pytest.mark.parametrize("relpath", ["mitogen/core.py", "mitogen/parent.py"])
+@pytest.mark.parametrize(
+    "relpath",
+    [
+        "mitogen/wire.py",
+        "mitogen/channels.py",
+        "mitogen/streams.py",
+        "mitogen/broker.py",
+        "mitogen/router.py",
+        "mitogen/importer.py",
+        "mitogen/child.py",
+        "mitogen/core.py",
+        "mitogen/parent.py",
+    ],
+)
 def test_minify_real_module(relpath):
     source = _read(relpath)
     assert [t for t in _tokens(source) if t.type == tokenize.COMMENT], (

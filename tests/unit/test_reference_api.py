@@ -302,7 +302,8 @@ def test_iologger_logs_lines(caplog: pytest.LogCaptureFixture) -> None:
 
 def test_child_stdio_loggers_are_iologgers(router: mitogen.master.Router) -> None:
     context = router.local()
-    assert context.call(remote_helpers.stdio_logger_types) == ["mitogen.core.IoLogger"] * 2
+    # mitogen.core.IoLogger, defined in mitogen.streams
+    assert context.call(remote_helpers.stdio_logger_types) == ["mitogen.streams.IoLogger"] * 2
     context.shutdown(wait=True, timeout=10)
 
 

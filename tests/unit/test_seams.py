@@ -196,9 +196,9 @@ def test_no_cross_module_private_names():
 
 
 PROBE = """\
-import mitogen.core as c
-import mitogen.core
-from mitogen.core import _SAFE_TYPES
+import mitogen.wire as c
+import mitogen.wire
+from mitogen.wire import _Unpickler
 from mitogen import parent
 
 
@@ -210,8 +210,8 @@ class Mine:
         self._async_route = None
         other._own
         super()._stream_by_id
-        c._SAFE_TYPES
-        mitogen.core._construct(None, None)
+        c._Unpickler
+        mitogen.wire._construct(None, None, None)
         parent._build_preamble()
         router._stream_by_id
         getattr(router, "_handle_map")
@@ -228,10 +228,10 @@ def test_checker_finds_each_kind_of_reach_in():
         if path == os.path.join("mitogen", "_seam_probe.py")
     ]
     assert found == [
-        (3, "mitogen.core._SAFE_TYPES", "import"),
-        (15, "mitogen.core._SAFE_TYPES", "module"),
-        (16, "mitogen.core._construct", "module"),
+        (3, "mitogen.wire._Unpickler", "import"),
+        (15, "mitogen.wire._Unpickler", "module"),
+        (16, "mitogen.wire._construct", "module"),
         (17, "mitogen.parent._build_preamble", "module"),
-        (18, "_stream_by_id", "defined in mitogen.core"),
-        (19, "_handle_map", "defined in mitogen.core"),
+        (18, "_stream_by_id", "defined in mitogen.router"),
+        (19, "_handle_map", "defined in mitogen.router"),
     ]

@@ -134,6 +134,7 @@ def test_file_service_sizes_local(router, file_service, tmp_path, size):
     assert digest == sha256_of(path)
 
 
+@pytest.mark.needs_testbed
 def test_file_service_over_ssh(router, file_service, tmp_path, testbed):
     path = tmp_path / "big"
     path.write_bytes(os.urandom(20 * 1048576))

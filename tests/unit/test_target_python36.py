@@ -21,6 +21,14 @@ TARGET_FILES = sorted(
     ]
 )
 IMPORTED = [
+    # the bootstrap bundle in load order, each before the modules importing it
+    "mitogen.wire",
+    "mitogen.channels",
+    "mitogen.streams",
+    "mitogen.broker",
+    "mitogen.router",
+    "mitogen.importer",
+    "mitogen.child",
     "mitogen.core",
     "mitogen.parent",
     "mitogen.spawn",
