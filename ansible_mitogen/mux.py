@@ -5,7 +5,9 @@ process.py) as `python -m ansible_mitogen.mux`, prints the path of its UNIX
 socket on stdout, and serves until its stdin reaches EOF, which happens
 when ansible-playbook exits for any reason (even SIGKILL). It then shuts
 every target context down, so nothing is left on the controller or the
-targets.
+targets. Started on demand by a worker instead (ondemand.py: runs without a
+Mitogen strategy), it listens on the socket path ondemand.SOCKET_VARIABLE
+names and serves until the owner ondemand.OWNER_VARIABLE names has exited.
 
 The interpreter limits (services.Limits) arrive in the environment variables
 of services.LIMIT_VARIABLES, which the strategy sets from ansible.cfg or the
@@ -30,6 +32,7 @@ import sys
 import threading
 
 import ansible_mitogen.logs
+import ansible_mitogen.ondemand
 import ansible_mitogen.services
 import ansible_mitogen.stack_dump
 import mitogen.bootstrap
@@ -124,19 +127,30 @@ def main() -> None:
             mitogen.service.PushFileService(router),
         ],
     )
-    listener = mitogen.unix.listen(router, grant_authority=True)
+    # not for the contexts the mux starts (a local one would pass them on)
+    owner_text = os.environ.pop(ansible_mitogen.ondemand.OWNER_VARIABLE, None)
+    socket_path = os.environ.pop(ansible_mitogen.ondemand.SOCKET_VARIABLE, None)
+    owner = ansible_mitogen.ondemand.Owner.decode(owner_text) if owner_text else None
+    listener = mitogen.unix.listen(
+        router, path=socket_path if owner else None, grant_authority=True
+    )
     responder = router.responder
     assert isinstance(responder, mitogen.master.ModuleResponder)
     threading.Thread(target=prepare, args=(responder,), name="prepare", daemon=True).start()
     try:
         os.write(1, (listener.path + "\n").encode())
-        while os.read(0, 4096):
-            pass
+        if owner is not None:
+            ansible_mitogen.ondemand.wait_for_exit(owner)
+        else:
+            while os.read(0, 4096):
+                pass
     finally:
         # Not joining the pool's threads: one may be connecting (ssh waiting for a banner)
         # until its timeout; shutting the broker down ends that attempt now.
         pool.stop()
         listener.stop()
+        if owner is not None:
+            ansible_mitogen.ondemand.remove_lock(owner)
         broker.shutdown()
         broker.join()
 

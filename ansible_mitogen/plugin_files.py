@@ -63,6 +63,8 @@ class ConnectionPlugin:
     stock: str
     cls: str
     summary: str
+    #: The collection's name for it besides `name` (mitogen_ng.mitogen.ssh).
+    collection_alias: str
 
 
 @dataclass(frozen=True)
@@ -85,10 +87,14 @@ STRATEGIES = (
 
 CONNECTIONS = (
     ConnectionPlugin(
-        "mitogen_ssh", "ssh", "SshConnection", "ssh through persistent Mitogen contexts"
+        "mitogen_ssh", "ssh", "SshConnection", "ssh through persistent Mitogen contexts", "ssh"
     ),
     ConnectionPlugin(
-        "mitogen_local", "local", "LocalConnection", "a persistent local Mitogen context"
+        "mitogen_local",
+        "local",
+        "LocalConnection",
+        "a persistent local Mitogen context",
+        "local",
     ),
 )
 
@@ -182,7 +188,14 @@ from ansible.plugins.connection.{stock} import (  # type: ignore[no-redef]  # no
     DOCUMENTATION,  # noqa: F401, F811
 )
 
-from ansible_mitogen.connection import {cls}  # noqa: E402
+try:
+    from ansible_mitogen.standalone import {cls}  # noqa: E402
+except ImportError:  # used from a source tree: the ansible_mitogen package is 3 levels up
+    import os.path
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
+    from ansible_mitogen.standalone import {cls}  # noqa: E402
 
 
 class Connection({cls}):
@@ -235,7 +248,7 @@ GET_STACK_EXAMPLES = """\
 """
 
 COLLECTION_TEMPLATE = '''{header}"""{kind_cap} plugin `mitogen_ng.mitogen.{name}`: ansible_mitogen's
-{kind} plugin of that name, from the collection's vendored copy (or an ansible_mitogen
+{kind} plugin {origin}, from the collection's vendored copy (or an ansible_mitogen
 already imported)."""
 
 from __future__ import annotations
@@ -245,8 +258,22 @@ DOCUMENTATION = r"""
 
 from ansible_collections.mitogen_ng.mitogen.plugins.plugin_utils import vendored  # noqa: E402, F401
 
-from ansible_mitogen.plugins.{kind}.{name} import {names}  # noqa: E402, F401, F811
+from ansible_mitogen.plugins.{kind}.{source} import {names}  # noqa: E402, F401, F811
 '''
+
+
+def _collection_file(name: str, source: str, kind: str, names: str, doc: str) -> str:
+    """The collection's plugin `name`, importing ansible_mitogen's plugin `source`."""
+    return COLLECTION_TEMPLATE.format(
+        header=HEADER,
+        doc=doc,
+        name=name,
+        source=source,
+        origin="of that name" if name == source else f"`{source}`",
+        kind=kind,
+        kind_cap=kind.capitalize(),
+        names=names,
+    )
 
 
 def _dump(doc: dict) -> str:
@@ -299,7 +326,7 @@ def _literal(path: Path, name: str, attribute: str = "") -> str:
     raise ValueError(f"no literal {name} in {path}")
 
 
-def _collection_file(collection: str, *parts: str) -> Path:
+def _stock_collection_path(collection: str, *parts: str) -> Path:
     for base in COLLECTION_DIRS:
         path = base.joinpath("ansible_collections", *collection.split("."), "plugins", *parts)
         if path.is_file():
@@ -314,11 +341,11 @@ def stock_container_doc(fqcn: str) -> dict:
     """The documentation of collection connection plugin `fqcn`, its documentation
     fragments merged in as ansible-core merges them."""
     namespace, collection, name = fqcn.split(".")
-    path = _collection_file(f"{namespace}.{collection}", "connection", f"{name}.py")
+    path = _stock_collection_path(f"{namespace}.{collection}", "connection", f"{name}.py")
     doc = yaml.safe_load(_literal(path, "DOCUMENTATION"))
     for fragment in _as_list(doc.pop("extends_documentation_fragment", None)):
         fns, fcoll, fname, *section = fragment.split(".")
-        fpath = _collection_file(f"{fns}.{fcoll}", "doc_fragments", f"{fname}.py")
+        fpath = _stock_collection_path(f"{fns}.{fcoll}", "doc_fragments", f"{fname}.py")
         text = _literal(fpath, "ModuleDocFragment", (section or ["documentation"])[0].upper())
         extra = yaml.safe_load(text) or {}
         # as ansible-core's plugin_docs.add_fragments merges them
@@ -377,24 +404,14 @@ def render() -> dict[Path, str]:
         files[PLUGINS / "strategy" / f"{strategy.name}.py"] = STRATEGY_TEMPLATE.format(
             header=HEADER, doc=doc, name=strategy.name, base=strategy.base
         )
-        files[COLLECTION_PLUGINS / "strategy" / f"{strategy.name}.py"] = COLLECTION_TEMPLATE.format(
-            header=HEADER,
-            doc=doc,
-            name=strategy.name,
-            kind="strategy",
-            kind_cap="Strategy",
-            names="StrategyModule",
+        files[COLLECTION_PLUGINS / "strategy" / f"{strategy.name}.py"] = _collection_file(
+            strategy.name, strategy.name, "strategy", "StrategyModule", doc
         )
     files[PLUGINS / "action" / "mitogen_get_stack.py"] = ACTION_TEMPLATE.format(
         header=HEADER, examples=GET_STACK_EXAMPLES
     )
-    files[COLLECTION_PLUGINS / "action" / "mitogen_get_stack.py"] = COLLECTION_TEMPLATE.format(
-        header=HEADER,
-        doc=GET_STACK_DOC,
-        name="mitogen_get_stack",
-        kind="action",
-        kind_cap="Action",
-        names="ActionModule",
+    files[COLLECTION_PLUGINS / "action" / "mitogen_get_stack.py"] = _collection_file(
+        "mitogen_get_stack", "mitogen_get_stack", "action", "ActionModule", GET_STACK_DOC
     )
     for connection in CONNECTIONS:
         doc = connection_doc(connection)
@@ -404,30 +421,21 @@ def render() -> dict[Path, str]:
             version=GENERATING_VERSION,
             **vars(connection),
         )
-        files[COLLECTION_PLUGINS / "connection" / f"{connection.name}.py"] = (
-            COLLECTION_TEMPLATE.format(
-                header=HEADER,
-                doc=doc,
-                name=connection.name,
-                kind="connection",
-                kind_cap="Connection",
-                names="DOCUMENTATION, Connection",
+        for name in connection.name, connection.collection_alias:
+            files[COLLECTION_PLUGINS / "connection" / f"{name}.py"] = _collection_file(
+                name,
+                connection.name,
+                "connection",
+                "DOCUMENTATION, Connection",
+                doc.replace(f"name: {connection.name}\n", f"name: {name}\n", 1),
             )
-        )
     for container in CONTAINERS:
         doc = container_doc(container)
         files[PLUGINS / "connection" / f"{container.name}.py"] = CONTAINER_TEMPLATE.format(
             header=HEADER, doc=doc, **vars(container)
         )
-        files[COLLECTION_PLUGINS / "connection" / f"{container.name}.py"] = (
-            COLLECTION_TEMPLATE.format(
-                header=HEADER,
-                doc=doc,
-                name=container.name,
-                kind="connection",
-                kind_cap="Connection",
-                names="DOCUMENTATION, Connection",
-            )
+        files[COLLECTION_PLUGINS / "connection" / f"{container.name}.py"] = _collection_file(
+            container.name, container.name, "connection", "DOCUMENTATION, Connection", doc
         )
     return files
 

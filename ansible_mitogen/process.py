@@ -71,11 +71,7 @@ class MuxProcess:
 
     @classmethod
     def _spawn(cls, settings: Mapping[str, str], log_sink: Callable[[str], None] | None) -> None:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = dict(os.environ, **settings)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-        )
+        argv, env = mux_command(settings)
         cls._stop_relay()  # a previous mux's, which has exited
         stderr = None
         if log_sink is not None:
@@ -83,7 +79,7 @@ class MuxProcess:
             cls._log_fd, stderr = os.pipe()
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "ansible_mitogen.mux"],
+                argv,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=stderr,
@@ -96,7 +92,7 @@ class MuxProcess:
         if cls._log_fd is not None and log_sink is not None:
             cls._log_thread = ansible_mitogen.logs.relay(cls._log_fd, log_sink)
         assert proc.stdout is not None
-        line = _read_line(proc.stdout.fileno(), START_TIMEOUT)
+        line = read_line(proc.stdout.fileno(), START_TIMEOUT)
         if not line:
             proc.kill()
             proc.wait()
@@ -153,7 +149,18 @@ class MuxProcess:
         os.environ.pop(ENV_PATH, None)
 
 
-def _read_line(fd: int, timeout: float) -> str:
+def mux_command(settings: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """argv and environment that run the mux with `settings` (mux.py's variables), this
+    package first on its path."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, **settings)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
+    return [sys.executable, "-m", "ansible_mitogen.mux"], env
+
+
+def read_line(fd: int, timeout: float) -> str:
     """Read one line from `fd` within `timeout` seconds ('' on EOF)."""
     data = b""
     deadline = mitogen.core.now() + timeout

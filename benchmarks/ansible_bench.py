@@ -20,11 +20,18 @@ private dockerd instead (tests/testbed/containers.py): stock community.docker.do
 (from the venv's container-collections, see scripts/setup-collections.sh) against
 mitogen_linear's mitogen_docker; target CPU and wire bytes are not measured there.
 Runs are made with bytecode writing on, as users have it.
+
+`--mode connection` adds a third run per workload: the builtin `linear`
+strategy with `connection = mitogen_ssh` (Mitogen without its strategy,
+ansible_mitogen/standalone.py). Its mux is started by a worker and detaches;
+this process is made a child subreaper, so it inherits that mux and waits for
+it, and its CPU time is counted too.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime
 import os
 import re
@@ -50,6 +57,18 @@ STRATEGY_DIR = os.path.join(ROOT, "ansible_mitogen", "plugins", "strategy")
 CONTAINER_COLLECTIONS = os.path.join(os.path.dirname(VENV_BIN), "container-collections")
 #: The workloads --docker runs.
 DOCKER_WORKLOADS = ("debug x100 (floor)", "command x100", "loop x100")
+CONNECTION_DIR = os.path.join(ROOT, "ansible_mitogen", "plugins", "connection")
+#: How each kind of run is made: its name -> (strategy, extra environment).
+RUN_KINDS: dict[str, tuple[str, dict[str, str]]] = {
+    "linear": ("linear", {}),
+    "mitogen_linear": ("mitogen_linear", {}),
+    "connection": (
+        "linear",
+        {"ANSIBLE_TRANSPORT": "mitogen_ssh", "ANSIBLE_CONNECTION_PLUGINS": CONNECTION_DIR},
+    ),
+}
+#: prctl(2) option making this process the reaper of its orphaned descendants.
+PR_SET_CHILD_SUBREAPER = 36
 #: Loopback hosts without --hosts.
 LOOPBACK_HOSTS = 10
 #: Multi-host workload: tasks per host.
@@ -277,8 +296,22 @@ def reap_control_masters(control_dir: str) -> float:
     return cpu
 
 
-def playbook_env(strategy: str, forks: int, workdir: str) -> dict[str, str]:
-    """The environment every benchmark run of ansible-playbook gets (bytecode caches on)."""
+def reap_muxes() -> None:
+    """Wait for the on-demand muxes of the run that just ended: orphaned when the worker
+    that started them exited, they are this subreaper's children, and exit as soon as
+    their ansible-playbook has."""
+    for pid in child_pids(os.getpid()):
+        if any("ansible_mitogen.mux" in arg for arg in proc_cmdline(pid)):
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+
+
+def playbook_env(kind: str, forks: int, workdir: str) -> dict[str, str]:
+    """The environment every benchmark run of ansible-playbook gets (bytecode caches on):
+    `kind` is one of RUN_KINDS or a strategy name."""
+    strategy, extra_env = RUN_KINDS.get(kind, (kind, {}))
     env = dict(
         os.environ,
         ANSIBLE_STRATEGY=strategy,
@@ -291,17 +324,19 @@ def playbook_env(strategy: str, forks: int, workdir: str) -> dict[str, str]:
         ANSIBLE_SSH_CONTROL_PATH_DIR=os.path.join(workdir, "cp"),
         ANSIBLE_LOG_PATH=os.path.join(workdir, "ansible.log"),
         PYTHONPATH=ROOT,
+        **extra_env,
     )
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 
-def run(playbook: str, hosts: Hosts, strategy: str, workdir: str) -> Result:
+def run(playbook: str, hosts: Hosts, kind: str, workdir: str) -> Result:
+    """One ansible-playbook run as `kind` (RUN_KINDS, or a strategy name)."""
     control_dir = os.path.join(workdir, "cp")
     log_path = os.path.join(workdir, "ansible.log")
     if os.path.exists(log_path):
         os.unlink(log_path)
-    env = {**playbook_env(strategy, hosts.forks, workdir), **hosts.env}
+    env = {**playbook_env(kind, hosts.forks, workdir), **hosts.env}
     wait_sessions_ended(hosts.daemons)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     target_before = hosts.target_cpu.seconds() if hosts.target_cpu else None
@@ -314,6 +349,7 @@ def run(playbook: str, hosts: Hosts, strategy: str, workdir: str) -> Result:
         text=True,
     )
     wall = time.perf_counter() - started
+    reap_muxes()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     cpu += reap_control_masters(control_dir)
@@ -377,7 +413,16 @@ def main() -> None:
     parser.add_argument(
         "--docker", action="store_true", help="the command and loop workloads in a container"
     )
+    parser.add_argument(
+        "--mode",
+        choices=("strategy", "connection"),
+        default="strategy",
+        help="connection: also run each workload with linear + connection mitogen_ssh",
+    )
     args = parser.parse_args()
+    kinds = ("linear", "mitogen_linear") + (("connection",) if args.mode == "connection" else ())
+    if args.mode == "connection":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     if args.docker:
         dockerd = Dockerd()
         try:
@@ -393,17 +438,21 @@ def main() -> None:
             if args.stall_items:
                 stall_check(hosts, workdir, args.stall_items)
             else:
-                compare(hosts, workdir, args.only)
+                compare(hosts, workdir, args.only, kinds=kinds)
         finally:
             if hosts.target_cpu:
                 hosts.target_cpu.close()
 
 
 def compare(
-    hosts: Hosts, workdir: str, only: str | None, names: tuple[str, ...] | None = None
+    hosts: Hosts,
+    workdir: str,
+    only: str | None,
+    names: tuple[str, ...] | None = None,
+    kinds: tuple[str, ...] = ("linear", "mitogen_linear"),
 ) -> None:
     """Run each workload (those named in `names` if given, those whose name contains
-    `only`, and the floor) with both strategies and print a line per run."""
+    `only`, and the floor) as each of `kinds` (RUN_KINDS) and print a line per run."""
     results: dict[tuple[str, str], Result] = {}
     print(
         "%-24s %-15s %8s %8s %9s %10s %9s %9s"
@@ -427,7 +476,7 @@ def compare(
         playbook = os.path.join(workdir, "play.yml")
         with open(playbook, "w") as fp:
             fp.write(text)
-        for strategy in ("linear", "mitogen_linear"):
+        for strategy in kinds:
             result = run(playbook, hosts, strategy, workdir)
             results[name, strategy] = result
             if "floor" in name:

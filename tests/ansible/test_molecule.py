@@ -70,6 +70,7 @@ PROBE = """\
 """
 _PARENTS = re.compile(r'"msg": "module parents: (\d+) (\d+)"')
 
+
 def _molecule_test(scenario: str, target: dict[str, str], workdir: Path) -> MoleculeRun:
     (workdir / "probe.yml").write_text(PROBE)
     base = workdir / "base.yml"

@@ -444,7 +444,14 @@ from ansible.plugins.connection.ssh import (  # type: ignore[no-redef]  # noqa: 
     DOCUMENTATION,  # noqa: F401, F811
 )
 
-from ansible_mitogen.connection import SshConnection  # noqa: E402
+try:
+    from ansible_mitogen.standalone import SshConnection  # noqa: E402
+except ImportError:  # used from a source tree: the ansible_mitogen package is 3 levels up
+    import os.path
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
+    from ansible_mitogen.standalone import SshConnection  # noqa: E402
 
 
 class Connection(SshConnection):

@@ -24,7 +24,8 @@ that run), connection (plugin load name) and connection_class, mitogen_connectio
 plugin's `is_mitogen_connection`, None if it has none), ansible_mitogen_connection (the
 class comes from ansible_mitogen.connection), action_class and mitogen_action (the action
 has ansible_mitogen's mixin), stock_calls and mitogen_calls (what was called, with counts),
-probe (Mitogen calls were being counted during the whole window).
+probe (Mitogen calls were being counted during the whole window: from its start, or
+from the definition of the connection class that imported Mitogen during it).
 """
 
 from __future__ import annotations
@@ -67,7 +68,12 @@ MITOGEN_METHODS = ("call_async", "call_no_reply")
 
 #: Calls counted in this process so far: "stock:ssh.exec_command" or "mitogen:module.func".
 _calls: Counter[str] = Counter()
-_state: dict[str, Any] = {"run": None, "window": 0, "mitogen_wrapped": False}
+_state: dict[str, Any] = {
+    "run": None,
+    "window": 0,
+    "mitogen_wrapped": False,
+    "window_probe": False,
+}
 
 
 def _counting(kind: str, method: Callable[..., Any], label: Callable[..., str]) -> Any:
@@ -105,6 +111,10 @@ def _wrap_stock() -> None:
         def init_subclass(cls: type, **kwargs: Any) -> None:
             super(ConnectionBase, cls).__init_subclass__(**kwargs)
             _wrap_stock_class(cls)
+            # A connection plugin importing Mitogen in this window (Mitogen's, loaded by
+            # a worker without the strategy) is defined before it can call anything.
+            if not _state["mitogen_wrapped"] and _wrap_mitogen():
+                _state["window_probe"] = True
 
         ConnectionBase.__init_subclass__ = classmethod(init_subclass)  # type: ignore[assignment]
 
@@ -199,13 +209,13 @@ def _wrap_executor() -> None:
 
     @functools.wraps(execute)
     def probed_execute(self: Any, *args: Any, **kwargs: Any) -> Any:
-        probe = _wrap_mitogen()
+        _state["window_probe"] = _wrap_mitogen()
         before = Counter(_calls)
         try:
             return execute(self, *args, **kwargs)
         finally:
             try:
-                line = _describe(self, before, probe)
+                line = _describe(self, before, _state["window_probe"])
             except Exception as e:  # never break the task: the harness reports the line
                 line = {"run": _state["run"], "window": _state["window"], "error": repr(e)}
                 line.update(host=_host_name(self), uuid=_task_uuid(self))

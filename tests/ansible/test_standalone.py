@@ -1,0 +1,226 @@
+"""Mitogen's connection plugins on their own, with ansible-core's builtin strategies
+(standalone.py, ondemand.py): the same results as stock ssh, every result served by
+Mitogen, one mux per run started on demand, and gone when ansible-playbook is killed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import mitogen.unix
+from ansible_mitogen.collection import build
+from tests.ansible import served
+from tests.ansible.harness import REPO, Harness, PlaybookRun, RunningPlaybook, compare_runs
+from tests.ansible.test_playbooks import check_expected, prepared, run_options
+
+pytestmark = [pytest.mark.needs_testbed, pytest.mark.timeout(300)]
+
+CONNECTION_PLUGINS = REPO / "ansible_mitogen" / "plugins" / "connection"
+#: What ansible-core prints for a third-party strategy (and any other deprecation).
+DEPRECATION = "DEPRECATION WARNING"
+#: What standalone.py says at -vvv when it has started a run's mux.
+MUX_STARTED = "MITOGEN MUX STARTED"
+
+
+@pytest.fixture
+def runtime() -> Iterator[Path]:
+    """A short XDG_RUNTIME_DIR for a run's mux socket (sun_path holds 107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="am-rt-"))
+    yield path
+    shutil.rmtree(path)
+
+
+def standalone_env(runtime: Path, connection: str = "mitogen_ssh") -> dict[str, str]:
+    """Environment of a run whose connection is `connection` from the plugin path, its
+    on-demand mux's directory under `runtime`."""
+    return {
+        "ANSIBLE_CONNECTION_PLUGINS": str(CONNECTION_PLUGINS),
+        "ANSIBLE_TRANSPORT": connection,
+        "XDG_RUNTIME_DIR": str(runtime),
+    }
+
+
+def mux_dir(env: dict[str, str]) -> Path:
+    return Path(env["XDG_RUNTIME_DIR"]) / f"ansible-mitogen-{os.geteuid()}"
+
+
+def assert_same(baseline: PlaybookRun, candidate: PlaybookRun, fallback: Any = ()) -> None:
+    """No difference from stock, every candidate result served by Mitogen, no deprecation
+    warning."""
+    problems = compare_runs(baseline, candidate)
+    problems += served.check_stock(baseline.records)
+    problems += served.check_mitogen(candidate.records, set(fallback))
+    if DEPRECATION in candidate.stdout + candidate.stderr:
+        problems.append("the standalone run printed a deprecation warning")
+    assert not problems, "\n".join(problems[:40]) + "\n\n" + candidate.describe(20)
+
+
+@pytest.mark.parametrize(
+    "playbook, strategy",
+    [
+        ("command_shell.yml", "linear"),
+        ("files.yml", "linear"),
+        ("become.yml", "linear"),
+        ("loops.yml", "linear"),
+        ("remote_tmp.yml", "linear"),
+        ("check_diff.yml", "linear"),
+        ("async.yml", "free"),
+        ("become.yml", "free"),
+    ],
+)
+def test_standalone_matches_stock(
+    harness: Harness, runtime: Path, playbook: str, strategy: str
+) -> None:
+    options = run_options(harness, playbook)
+    env = options["env"] or {}
+    kwargs: dict[str, Any] = {}
+    if "become_password" in options:
+        kwargs["become_password"] = options["become_password"]
+    with prepared(harness, playbook):
+        first = harness.start(playbook, strategy, env=env, **kwargs)
+        if not options["parallel"]:
+            first_run = first.wait()
+        second = harness.start(playbook, strategy, env={**env, **standalone_env(runtime)}, **kwargs)
+        runs = (first_run if not options["parallel"] else first.wait(), second.wait())
+    for run in runs:
+        run.check_strategy()
+    check_expected(runs[0], playbook)
+    assert_same(*runs, fallback=options["fallback"])
+    assert not list(mux_dir(standalone_env(runtime)).iterdir())
+
+
+def test_one_mux_for_five_hosts(harness: Harness, runtime: Path) -> None:
+    """forks=5, 5 hosts: their first tasks start at once, and exactly one mux starts."""
+    env = standalone_env(runtime)
+    run = harness.run(
+        REPO / "tests/ansible/playbooks/standalone.yml", "linear", env=env, args=["-vvv"]
+    )
+    assert run.rc == 0, run.describe()
+    hosts = {r["host"] for r in run.results}
+    assert len(hosts) == 5, hosts
+    assert run.stdout.count(MUX_STARTED) == 1, run.describe()
+    assert not served.check_mitogen(run.records)
+    assert not list(mux_dir(env).iterdir())
+
+
+def _mux_pid(directory: Path, deadline: float) -> int:
+    """The pid of the mux listening in `directory`, once it listens (SO_PEERCRED)."""
+    while time.monotonic() < deadline:
+        for path in directory.glob("mux-*.sock") if directory.is_dir() else ():
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(path))
+                return int(mitogen.unix.get_peer_creds(sock)[0])
+            except OSError:
+                pass
+            finally:
+                sock.close()
+        time.sleep(0.1)
+    raise AssertionError(f"no mux listened in {directory}")
+
+
+def run_describe(running: RunningPlaybook) -> str:
+    return f"no target process yet; logs in {running.directory}"
+
+
+def _wait_until(condition: Callable[[], Any], seconds: float) -> bool:
+    """Whether `condition()` became true within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return bool(condition())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fp:
+            return fp.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _account_processes(uid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid and _alive(int(entry)):
+                    found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def test_mux_exits_after_sigkill(harness: Harness, runtime: Path) -> None:
+    """SIGKILL ansible-playbook mid-task: the mux and the target's processes go."""
+    env = standalone_env(runtime)
+    account = harness.account("plain")
+    # an earlier run's sessions may still be ending
+    assert _wait_until(lambda: not _account_processes(account.uid), 15)
+    running: RunningPlaybook = harness.start(
+        REPO / "tests/ansible/playbooks/standalone.yml",
+        "linear",
+        env=env,
+        extra_vars={"standalone_sleep": 30},
+    )
+    try:
+        pid = _mux_pid(mux_dir(env), time.monotonic() + 30)
+        assert _wait_until(lambda: _account_processes(account.uid), 30), run_describe(running)
+        os.kill(running.proc.pid, signal.SIGKILL)
+    finally:
+        run = running.wait()
+    assert run.rc == -signal.SIGKILL
+    _wait_until(lambda: not _alive(pid) and not _account_processes(account.uid), 15)
+    assert not _alive(pid), "the mux outlived ansible-playbook"
+    assert not _account_processes(account.uid), "target processes outlived ansible-playbook"
+    assert not list(mux_dir(env).iterdir())
+
+
+def test_local_matches_stock_local(harness: Harness, runtime: Path) -> None:
+    """mitogen_local with the builtin linear strategy against stock local."""
+    playbook = "command_shell.yml"
+    first = harness.start(playbook, "linear", env={"ANSIBLE_TRANSPORT": "local"})
+    second = harness.start(playbook, "linear", env=standalone_env(runtime, "mitogen_local"))
+    assert_same(first.wait(), second.wait())
+
+
+def test_the_collection_connection_by_fqcn(harness: Harness, runtime: Path, tmp_path: Path) -> None:
+    """`connection = mitogen_ng.mitogen.ssh` from the built collection (its vendored
+    packages), with linear: every result served by Mitogen, one mux."""
+    tarball = build.build(tmp_path / "dist")
+    collections = tmp_path / "collections"
+    subprocess.run(
+        [str(harness.bin_dir / "ansible-galaxy"), "collection", "install", "--offline"]
+        + ["-p", str(collections), str(tarball)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    env = {
+        "ANSIBLE_COLLECTIONS_PATH": str(collections),
+        "ANSIBLE_TRANSPORT": "mitogen_ng.mitogen.ssh",
+        "XDG_RUNTIME_DIR": str(runtime),
+    }
+    run = harness.run(
+        REPO / "tests/ansible/playbooks/standalone.yml", "linear", env=env, args=["-vvv"]
+    )
+    assert run.rc == 0, run.describe()
+    assert run.stdout.count(MUX_STARTED) == 1, run.describe()
+    loaded = {w["connection"] for w in _windows(run)}
+    assert loaded == {"ansible_collections.mitogen_ng.mitogen.plugins.connection.ssh"}
+    assert not served.check_mitogen(run.records)
+    assert DEPRECATION not in run.stdout + run.stderr
+
+
+def _windows(run: PlaybookRun) -> list[dict[str, Any]]:
+    return [w for r in run.results for w in r.get("via") or []]
