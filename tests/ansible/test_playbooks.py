@@ -356,8 +356,8 @@ def test_other_strategies_match_their_builtin(
 
 def test_every_playbook_is_tested() -> None:
     # used by test_strategy.py, test_fallback.py, test_bad_modules.py, test_per_item.py,
-    # test_lost_link.py, test_interpreters.py, test_product_vvv.py, test_product_get_stack.py
-    # and test_standalone.py
+    # test_lost_link.py, test_interpreters.py, test_product_vvv.py, test_product_get_stack.py,
+    # test_standalone.py, test_product_logs.py and test_product_stacks.py
     special = {
         "recording.yml",
         "divergent.yml",
@@ -371,6 +371,8 @@ def test_every_playbook_is_tested() -> None:
         "verbose.yml",
         "get_stack.yml",
         "standalone.yml",
+        "mux_log.yml",
+        "stacks.yml",
     }
     on_disk = {p.name for p in PLAYBOOK_DIR.glob("*.yml")} - special
     assert on_disk == set(PLAYBOOKS)
