@@ -47,6 +47,16 @@ POOL_SIZE = 32
 #: connection starts.
 TARGET_MODULES = ("ansible_mitogen.target", "ansible_mitogen.module_runner")
 
+#: The only modules the mux serves to targets (ModuleResponder.serve_only): what they run
+#: of ours. Anything else a target lacks (an optional import a module tries, a library or
+#: controller code only the controller has) fails to import there as it does with stock.
+SERVED_MODULES = (
+    "mitogen",
+    "ansible_mitogen.target",
+    "ansible_mitogen.module_runner",
+    "ansible_mitogen.fresh_child",
+)
+
 #: Descriptors the mux holds per connection it starts (the child's socket
 #: and its stderr), and those kept for everything else (workers, files).
 FDS_PER_CONNECTION = 2
@@ -136,6 +146,7 @@ def main() -> None:
     )
     responder = router.responder
     assert isinstance(responder, mitogen.master.ModuleResponder)
+    responder.serve_only(SERVED_MODULES)
     threading.Thread(target=prepare, args=(responder,), name="prepare", daemon=True).start()
     try:
         os.write(1, (listener.path + "\n").encode())

@@ -299,6 +299,8 @@ class ModuleResponder:
         self._cache = {}
         self._sent = {}
         self._lock = threading.Lock()
+        #: Packages served (serve_only()); None serves every module found.
+        self._served = None
         #: Counters, for tests and benchmarks.
         self.get_module_count = 0
         self.good_load_module_count = 0
@@ -339,6 +341,24 @@ class ModuleResponder:
             self._cache[fullname] = tup
         return tup
 
+    def serve_only(self, names):
+        """Serve only the modules `names` (each with everything under it, and the
+        packages holding it: "mitogen" serves mitogen.ssh, "pkg.mod" serves pkg) from now
+        on; a request for any other module is answered "not found", as if this process
+        did not have it, and logged at debug level. A child then imports what it has
+        itself, or fails the import as it would on its own, rather than running this
+        process's copy (a library of the controller that the target lacks, an optional
+        import a module tries, or a module a hostile child asks for to read its source)."""
+        self._served = tuple(names)
+
+    def serves(self, fullname):
+        """Would a request for module `fullname` be answered (see serve_only())?"""
+        served = self._served
+        return served is None or any(
+            fullname == name or fullname.startswith(name + ".") or name.startswith(fullname + ".")
+            for name in served
+        )
+
     def prepare(self, names):
         """Build the replies for modules `names` and their related modules
         ahead of the first request (e.g. on a spare thread while the first
@@ -352,17 +372,29 @@ class ModuleResponder:
             return
         self.get_module_count += 1
         fullname = msg.data.decode("utf-8", "replace")
-        try:
-            tup = self._build_tuple(fullname)
-            related = [self._build_tuple(name) for name in tup[4]]
-        except Exception:
-            LOG.exception("%r: while serving %r", self, fullname)
+        if not self.serves(fullname):
+            LOG.debug(
+                "%r: refused %r to context %d: not a served package", self, fullname, msg.src_id
+            )
             tup, related = (fullname, None, None, None, ()), ()
+        else:
+            tup, related = self._reply(fullname)
         for sent in mitogen.parent.send_module(self._router, self._sent, msg.src_id, tup, related):
             if sent[3] is None:
                 self.bad_load_module_count += 1
             else:
                 self.good_load_module_count += 1
+
+    def _reply(self, fullname):
+        """The tuple answering a request for `fullname`, and those of the related
+        modules sent ahead of it (only served ones)."""
+        try:
+            tup = self._build_tuple(fullname)
+            related = [self._build_tuple(name) for name in tup[4] if self.serves(name)]
+        except Exception:
+            LOG.exception("%r: while serving %r", self, fullname)
+            tup, related = (fullname, None, None, None, ()), ()
+        return tup, related
 
 
 class LogForwarder:

@@ -147,3 +147,17 @@ def test_modules_another_finder_provides_are_not_fetched(router):
         assert router.responder.get_module_count == before
     finally:
         del sys.modules["mitogen_test_virtual"]
+
+
+def test_serve_only_answers_other_packages_not_found(router):
+    router.responder.serve_only(("mitogen", "tests"))
+    context = router.local()
+    # the master has it (test_package_and_related_module_in_one_request imports it)
+    assert router.responder._build_tuple("mitogen_test_wirepkg")[3] is not None
+    assert context.call(remote_helpers.try_import, "mitogen_test_wirepkg").startswith("ImportError")
+    path = context.call(remote_helpers.import_and_report, "mitogen.fakessh")[0]
+    assert path.startswith("master:")
+    assert router.responder.serves("mitogen.fakessh") and router.responder.serves("tests")
+    assert not router.responder.serves("mitogenx") and not router.responder.serves(
+        "typing_extensions"
+    )
