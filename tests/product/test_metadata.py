@@ -71,4 +71,5 @@ def test_readme_explains_the_strategy_deprecation() -> None:
     # the only switch silences every deprecation, and the README says so
     assert "deprecation_warnings = False" in readme
     assert "silences **every** deprecation warning" in readme
-    assert "issue 15" in readme
+    # and the way around it: Mitogen without the strategy plugin
+    assert "[without the strategy plugin](docs/standalone.rst)" in readme
