@@ -19,6 +19,10 @@ median, 90th percentile, maximum and the number of stalls (items > 0.5 s);
 private dockerd instead (tests/testbed/containers.py): stock community.docker.docker
 (from the venv's container-collections, see scripts/setup-collections.sh) against
 mitogen_linear's mitogen_docker; target CPU and wire bytes are not measured there.
+`--load` (with `--hosts N`) runs only the floor and the load workload: 20 tasks and
+10 more with become on every host. Every run also prints the controller's peak
+resident set (ansible-playbook and every process it waited for: workers, the mux)
+and, for Mitogen, the mux's own CPU time (sampled every 0.25 s while it runs).
 Runs are made with bytecode writing on, as users have it.
 
 `--mode connection` adds a third run per workload: the builtin `linear`
@@ -39,6 +43,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -73,6 +78,10 @@ PR_SET_CHILD_SUBREAPER = 36
 LOOPBACK_HOSTS = 10
 #: Multi-host workload: tasks per host.
 FLEET_TASKS = 20
+#: The --load workload: tasks with become on every host, besides FLEET_TASKS.
+LOAD_BECOME_TASKS = 10
+#: Seconds between samples of the mux's CPU time.
+MUX_SAMPLE_SECONDS = 0.25
 #: Where cgroup v1 accounts CPU time.
 CPUACCT = "/sys/fs/cgroup/cpuacct"
 #: Seconds allowed for the hosts' sessions to end after a run.
@@ -81,6 +90,11 @@ SESSION_END_TIMEOUT = 30.0
 STALL_SECONDS = 0.5
 #: A loop item's result line in ansible's log.
 ITEM_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*\(item=")
+
+
+def load_name(hosts: int) -> str:
+    """The --load workload's name: FLEET_TASKS tasks and LOAD_BECOME_TASKS more with become."""
+    return "load %d+%d become x %d hosts" % (FLEET_TASKS, LOAD_BECOME_TASKS, hosts)
 
 
 def tasks(body: str, count: int) -> str:
@@ -126,6 +140,11 @@ def workloads(workdir: str, hosts: int) -> dict[str, str]:
         "facts x5": play("h1", tasks("    - setup:\n", 5)),
         "%d tasks x %d hosts" % (FLEET_TASKS, hosts): play(
             "all", tasks("    - command: echo {i}\n", FLEET_TASKS)
+        ),
+        load_name(hosts): play(
+            "all",
+            tasks("    - command: echo {i}\n", FLEET_TASKS)
+            + tasks("    - command: id -u\n      become: true\n", LOAD_BECOME_TASKS),
         ),
         "template x20": play(
             "h1",
@@ -231,6 +250,11 @@ class Result:
     ok: bool
     #: Seconds between consecutive loop items' results.
     item_gaps: list[float]
+    #: The largest resident set of ansible-playbook and every process it waited for
+    #: (workers, the mux), in MiB.
+    peak_rss_mib: float = 0.0
+    #: CPU seconds of the mux (the last sample before it exited), None without one.
+    mux_cpu: float | None = None
 
 
 def item_gaps(log_path: str) -> list[float]:
@@ -330,6 +354,40 @@ def playbook_env(kind: str, forks: int, workdir: str) -> dict[str, str]:
     return env
 
 
+class MuxCpu(threading.Thread):
+    """Samples the CPU time of the mux under ansible-playbook `pid` until the run ends
+    (the mux is gone before anyone can ask the kernel for its total)."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.seconds: float | None = None
+        self.done = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        ticks = os.sysconf("SC_CLK_TCK")
+        mux = None
+        while not self.done.wait(MUX_SAMPLE_SECONDS):
+            if mux is None:
+                mux = next(
+                    (
+                        c
+                        for c in child_pids(self.pid)
+                        if any("ansible_mitogen.mux" in a for a in proc_cmdline(c))
+                    ),
+                    None,
+                )
+            if mux is None:
+                continue
+            try:
+                with open("/proc/%d/stat" % mux) as fp:
+                    fields = fp.read().rpartition(")")[2].split()
+            except OSError:
+                continue
+            self.seconds = (int(fields[11]) + int(fields[12])) / ticks
+
+
 def run(playbook: str, hosts: Hosts, kind: str, workdir: str) -> Result:
     """One ansible-playbook run as `kind` (RUN_KINDS, or a strategy name)."""
     control_dir = os.path.join(workdir, "cp")
@@ -342,13 +400,23 @@ def run(playbook: str, hosts: Hosts, kind: str, workdir: str) -> Result:
     target_before = hosts.target_cpu.seconds() if hosts.target_cpu else None
     wire = wire_bytes(hosts.veth)
     started = time.perf_counter()
-    proc = subprocess.run(
-        [os.path.join(VENV_BIN, "ansible-playbook"), "-i", hosts.inventory, playbook],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    wall = time.perf_counter() - started
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(
+            [os.path.join(VENV_BIN, "ansible-playbook"), "-i", hosts.inventory, playbook],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        mux_cpu = MuxCpu(proc.pid)
+        # wait4 rather than wait: the rusage of ansible-playbook and all it waited for
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - started
+        mux_cpu.done.set()
+        mux_cpu.join()
+        out.seek(0)
+        output = out.read()
     reap_muxes()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -356,7 +424,7 @@ def run(playbook: str, hosts: Hosts, kind: str, workdir: str) -> Result:
     wait_sessions_ended(hosts.daemons)
     target_after = hosts.target_cpu.seconds() if hosts.target_cpu else None
     if proc.returncode:
-        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+        sys.stderr.write(output[-6000:])
     return Result(
         wall,
         cpu,
@@ -364,6 +432,8 @@ def run(playbook: str, hosts: Hosts, kind: str, workdir: str) -> Result:
         wire_bytes(hosts.veth) - wire,
         proc.returncode == 0,
         item_gaps(log_path) if os.path.exists(log_path) else [],
+        usage.ru_maxrss / 1024,
+        mux_cpu.seconds,
     )
 
 
@@ -414,6 +484,12 @@ def main() -> None:
         "--docker", action="store_true", help="the command and loop workloads in a container"
     )
     parser.add_argument(
+        "--load",
+        action="store_true",
+        help="only the load workload (%d tasks and %d with become on every host; use with --hosts)"
+        % (FLEET_TASKS, LOAD_BECOME_TASKS),
+    )
+    parser.add_argument(
         "--mode",
         choices=("strategy", "connection"),
         default="strategy",
@@ -438,7 +514,8 @@ def main() -> None:
             if args.stall_items:
                 stall_check(hosts, workdir, args.stall_items)
             else:
-                compare(hosts, workdir, args.only, kinds=kinds)
+                names = ("debug x100 (floor)", load_name(len(hosts.daemons))) if args.load else None
+                compare(hosts, workdir, args.only, names, kinds)
         finally:
             if hosts.target_cpu:
                 hosts.target_cpu.close()
@@ -499,6 +576,15 @@ def compare(
             )
             if result.item_gaps:
                 print("%-24s %-15s %s" % ("", "", latency_summary(result.item_gaps)))
+            print(
+                "%-24s %-15s peak controller RSS %.0f MiB%s"
+                % (
+                    "",
+                    "",
+                    result.peak_rss_mib,
+                    "" if result.mux_cpu is None else ", mux CPU %.2f s" % result.mux_cpu,
+                )
+            )
 
 
 def stall_check(hosts: Hosts, workdir: str, items: int) -> None:
