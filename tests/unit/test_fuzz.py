@@ -118,8 +118,17 @@ def test_decoder_round_trip_whatever_the_cuts(
     ]
 
 
+#: The hostile peer: a child, with no authority over this process.
+CHILD_ID = 12345
+
+
 def unpickle(data: bytes) -> object:
-    msg = mitogen.core.Message(encoding=mitogen.core.ENC_PICKLE, data=data)
+    """Unpickle `data` as a body from a child (bodies from a parent are trusted: they
+    skip the check that keeps a few bytes from costing gigabytes, test_unpickle_cost)."""
+    msg = mitogen.core.Message(
+        encoding=mitogen.core.ENC_PICKLE, data=data, src_id=CHILD_ID, auth_id=CHILD_ID
+    )
+    assert not mitogen.core.has_parent_authority(msg)
     return msg.unpickle()
 
 
@@ -139,7 +148,7 @@ VALID = pickle.dumps(
         "blob": mitogen.core.Blob(b"x" * 40),
         "error": mitogen.core.CallError("boom"),
     },
-    protocol=2,
+    protocol=4,  # what our pickler writes: MEMOIZE, no indexed memo opcodes
 )
 
 
@@ -155,6 +164,16 @@ def test_unpickle_mutated_valid_pickles(flips: list[tuple[int, int]]) -> None:
         unpickle(bytes(data))
     except UNPICKLE_ERRORS:
         pass
+
+
+def hostile_call(module: str, name: str, arg: bytes) -> bytes:
+    """A pickle that calls `module.name(arg)` when loaded: GLOBAL, then a one-item tuple
+    (MARK, SHORT_BINBYTES, TUPLE), then REDUCE; no memo opcodes, so only the allow-list
+    stands in its way."""
+    assert len(arg) < 256
+    return (
+        b"c%s\n%s\n" % (module.encode(), name.encode()) + b"(C" + bytes([len(arg)]) + arg + b"tR."
+    )
 
 
 FORBIDDEN = [
@@ -175,11 +194,7 @@ def test_unpickle_refuses_globals_outside_the_allow_list(
     module, name = target
     # GLOBAL module name, then the argument tuple, then REDUCE: what a hostile
     # pickle sends to have a callable of its choice run.
-    data = (
-        b"c%s\n%s\n" % (module.encode(), name.encode())
-        + pickle.dumps((arg,), protocol=2)[2:-1]
-        + b"R."
-    )
+    data = hostile_call(module, name, arg)
     try:
         unpickle(data)
     except mitogen.core.StreamError as e:
@@ -191,5 +206,4 @@ def test_unpickle_refuses_globals_outside_the_allow_list(
 def test_forbidden_global_pickle_is_well_formed() -> None:
     """The hostile pickle the test above builds really would call the global when
     unpickled without the allow-list (so the refusal is the unpickler's doing)."""
-    data = b"cbuiltins\nlen\n" + pickle.dumps((b"abc",), protocol=2)[2:-1] + b"R."
-    assert pickle.loads(data) == 3
+    assert pickle.loads(hostile_call("builtins", "len", b"abc")) == 3
