@@ -556,18 +556,19 @@ class Connection(ConnectionBase):
         return self._python_path[1]
 
     def _derive_python_path(self) -> str | list[str]:
-        interpreter = self._task_vars.get("ansible_python_interpreter") or ""
+        # the host the connection reaches: a delegated task's is the delegated host's
+        # Python (as stock's action plugins pick it), not the play host's
+        _, variables = ansible_mitogen.via.connection_host(self._task_vars)
+        interpreter = variables.get("ansible_python_interpreter") or ""
         if "{" in interpreter:
             # as module_common templates it for the module's interpreter line
             interpreter = compat.template_config_value(
-                interpreter, self._task_vars, C.config.get_config_default("INTERPRETER_PYTHON")
+                interpreter, variables, C.config.get_config_default("INTERPRETER_PYTHON")
             )
         interpreter = str(interpreter or "")
         if interpreter and not interpreter.startswith("auto"):
             return interpreter
-        candidates = C.config.get_config_value(
-            "INTERPRETER_PYTHON_FALLBACK", variables=self._task_vars
-        )
+        candidates = C.config.get_config_value("INTERPRETER_PYTHON_FALLBACK", variables=variables)
         return find_python_command([str(c) for c in candidates])
 
     def first_hop(self) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 containers.podman.podman (from the collections scripts/setup-ansible.sh extracts) against
 our mitogen_docker and mitogen_podman, with the same results and the same files left in
 the containers; every Mitogen result served by Mitogen (served.py). Also: become inside a
-container chain, `mitogen_disable`, and a container stopped between tasks.
+container chain, `mitogen_disable`, and a container stopped between tasks. The rest of
+the shared playbook suite runs in containers in test_container_suite.py, containers in
+delegation and via chains in test_container_chains.py.
 
 Each run gets its own fresh container (the private dockerd or podman storage of
 tests/testbed/containers.py, the locally built Debian image), named `plain` in the run's
@@ -198,17 +200,6 @@ def test_podman_target_matches_stock(
     comparison.assert_same()
     assert stock_files or playbook == "command_shell.yml", "no files to compare"
     served_by_one_interpreter(comparison.candidate)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("playbook", ["loops.yml", "handlers.yml", "environment.yml"])
-def test_docker_target_more_playbooks(
-    harness: Harness, tmp_path: Path, docker: Runtime, playbook: str
-) -> None:
-    comparison, _, _ = compare_in_containers(
-        harness, tmp_path, docker, "community.docker.docker", playbook
-    )
-    comparison.assert_same()
 
 
 @pytest.mark.slow
