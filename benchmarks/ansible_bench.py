@@ -296,23 +296,35 @@ class Hosts:
     env: dict[str, str] = field(default_factory=dict)
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process `pid` so far, None once it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as fp:
+            fields = fp.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def is_mux(pid: int) -> bool:
+    """Is `pid` a Mitogen mux (python -m ansible_mitogen.mux)?"""
+    return any("ansible_mitogen.mux" in arg for arg in proc_cmdline(pid))
+
+
 def reap_control_masters(control_dir: str) -> float:
     """CPU seconds of the ssh ControlPersist masters stock Ansible left in
     `control_dir` (they detach, so ansible-playbook's rusage misses them);
     each is then told to exit."""
     cpu = 0.0
-    ticks = os.sysconf("SC_CLK_TCK")
     prefix = "ssh: %s/" % control_dir
     for pid in filter(str.isdigit, os.listdir("/proc")):
         args = proc_cmdline(int(pid))
         if not args or not args[0].startswith(prefix):
             continue
-        try:
-            with open("/proc/%s/stat" % pid) as fp:
-                fields = fp.read().rpartition(")")[2].split()
-        except OSError:
+        seconds = process_cpu_seconds(int(pid))
+        if seconds is None:
             continue
-        cpu += (int(fields[11]) + int(fields[12])) / ticks
+        cpu += seconds
         path = args[0][len("ssh: ") :].split(" ")[0]
         subprocess.run(
             ["ssh", "-O", "exit", "-o", "ControlPath=" + path, "master"], capture_output=True
@@ -325,7 +337,7 @@ def reap_muxes() -> None:
     that started them exited, they are this subreaper's children, and exit as soon as
     their ansible-playbook has."""
     for pid in child_pids(os.getpid()):
-        if any("ansible_mitogen.mux" in arg for arg in proc_cmdline(pid)):
+        if is_mux(pid):
             try:
                 os.waitpid(pid, 0)
             except ChildProcessError:
@@ -366,26 +378,13 @@ class MuxCpu(threading.Thread):
         self.start()
 
     def run(self) -> None:
-        ticks = os.sysconf("SC_CLK_TCK")
         mux = None
         while not self.done.wait(MUX_SAMPLE_SECONDS):
             if mux is None:
-                mux = next(
-                    (
-                        c
-                        for c in child_pids(self.pid)
-                        if any("ansible_mitogen.mux" in a for a in proc_cmdline(c))
-                    ),
-                    None,
-                )
-            if mux is None:
-                continue
-            try:
-                with open("/proc/%d/stat" % mux) as fp:
-                    fields = fp.read().rpartition(")")[2].split()
-            except OSError:
-                continue
-            self.seconds = (int(fields[11]) + int(fields[12])) / ticks
+                mux = next((c for c in child_pids(self.pid) if is_mux(c)), None)
+            seconds = None if mux is None else process_cpu_seconds(mux)
+            if seconds is not None:
+                self.seconds = seconds
 
 
 def run(playbook: str, hosts: Hosts, kind: str, workdir: str) -> Result:
