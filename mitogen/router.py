@@ -307,7 +307,13 @@ class Router:
         ):
             LOG.error("%r: refused %r: unidirectional routing", self, msg)
             return self._refuse(msg, "routing between children is disabled")
+        if in_stream is not None:
+            self.note_forward(in_stream, out_stream, msg)
         out_stream.protocol.send(msg)
+
+    def note_forward(self, in_stream, out_stream, msg):
+        """Called for each message forwarded from `in_stream` to
+        `out_stream`; a parent-side Router records who talks to whom."""
 
     def route(self, msg):
         """Send `msg` from any thread."""

@@ -30,6 +30,10 @@ class RouteMonitor:
     def __init__(self, router):
         self.router = router
         self._routes_by_stream = {}
+        #: Per child stream, the contexts it has exchanged messages with
+        #: through us: the only ones whose loss it is told about (a worker
+        #: leaving a mux of 100 hosts concerns the hosts it spoke to).
+        self._peers_by_stream = {}
         router.add_handler(self._on_add_route, mitogen.core.ADD_ROUTE)
         router.add_handler(self._on_del_route, mitogen.core.DEL_ROUTE, overwrite=True)
 
@@ -41,19 +45,32 @@ class RouteMonitor:
         if self.router.parent_stream is not None:
             self._send(self.router.parent_stream, handle, target_id, name)
 
-    def _propagate_down(self, handle, target_id):
-        for stream in list(self._routes_by_stream):
-            self._send(stream, handle, target_id)
+    def _propagate_down(self, handle, target_id, skip=None):
+        for stream, peers in list(self._peers_by_stream.items()):
+            if target_id in peers and stream is not skip:
+                peers.discard(target_id)
+                self._send(stream, handle, target_id)
+
+    def note_forward(self, in_stream, out_stream, msg):
+        """Record that `msg` went between the contexts behind two streams."""
+        peers = self._peers_by_stream.get(out_stream)
+        if peers is not None:
+            peers.add(msg.src_id)
+        peers = self._peers_by_stream.get(in_stream)
+        if peers is not None:
+            peers.add(msg.dst_id)
 
     def notice_stream(self, stream):
         """Start tracking a newly connected child stream; Broker thread."""
         target_id = stream.protocol.remote_id
         self._routes_by_stream[stream] = {target_id}
+        self._peers_by_stream[stream] = set()
         listen(stream, "disconnect", lambda: self._on_stream_disconnect(stream))
         context = self.router.context_by_id(target_id)
         self._propagate_up(mitogen.core.ADD_ROUTE, target_id, context.name)
 
     def _on_stream_disconnect(self, stream):
+        self._peers_by_stream.pop(stream, None)
         for target_id in sorted(self._routes_by_stream.pop(stream, ())):
             self._propagate_up(mitogen.core.DEL_ROUTE, target_id)
             self._propagate_down(mitogen.core.DEL_ROUTE, target_id)
@@ -105,9 +122,7 @@ class RouteMonitor:
         routes.discard(target_id)
         self.router.del_route(target_id)
         self._propagate_up(mitogen.core.DEL_ROUTE, target_id)
-        for other in list(self._routes_by_stream):
-            if other is not stream:
-                self._send(other, mitogen.core.DEL_ROUTE, target_id)
+        self._propagate_down(mitogen.core.DEL_ROUTE, target_id, skip=stream)
 
 
 class ChildIdAllocator:
@@ -213,6 +228,9 @@ class Router(mitogen.core.Router):
         leaves before anything the child sends is forwarded."""
         super().register(context, stream)
         self.route_monitor.notice_stream(stream)
+
+    def note_forward(self, in_stream, out_stream, msg):
+        self.route_monitor.note_forward(in_stream, out_stream, msg)
 
     def _connect(self, klass, name=None, **kwargs):
         kwargs.setdefault("max_message_size", self.max_message_size)

@@ -122,6 +122,22 @@ def send_add_route(target_id, router):
     return True
 
 
+_disconnected = []
+
+
+@mitogen.core.takes_router
+def watch_disconnect(context_id, router):
+    """Record here when this context hears that `context_id` is gone."""
+    context = router.context_by_id(context_id)
+    mitogen.core.listen(context, "disconnect", lambda: _disconnected.append(context_id))
+    return True
+
+
+def disconnected():
+    """The contexts this one has heard are gone, in order."""
+    return list(_disconnected)
+
+
 _chain_state = []
 
 

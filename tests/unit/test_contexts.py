@@ -99,6 +99,24 @@ def test_upgrade_promotes_router_and_known_contexts(router):
     }
 
 
+def test_a_lost_context_is_announced_only_to_those_that_spoke_with_it(router):
+    """The master tells a child that context C is gone when the child exchanged
+    messages with C through it, and only then: a mux of 100 hosts must not wake
+    every host each time a worker that spoke to one of them leaves."""
+    talker, bystander, leaver = router.local(), router.local(), router.local()
+    for child in (talker, bystander):
+        assert child.call(remote_helpers.watch_disconnect, leaver.context_id)
+    # The talker refuses a sibling's call, but the two have exchanged messages.
+    answer = leaver.call(remote_helpers.call_function_in, talker.context_id)
+    assert answer == "ChannelError: message refused by policy"
+    leaver.shutdown(wait=True)
+    deadline = time.monotonic() + 10
+    while talker.call(remote_helpers.disconnected) != [leaver.context_id]:
+        assert time.monotonic() < deadline, "the talker never heard that its peer left"
+        time.sleep(0.05)
+    assert bystander.call(remote_helpers.disconnected) == []
+
+
 def test_context_ids_and_names(router):
     a = router.local(name="alpha")
     b = router.local(via=a, name="beta")
