@@ -38,7 +38,7 @@ MID_TASK = """- hosts: plain,sudo_nopw,sudo_pw
     - name: the fault
       shell: "{{ 'echo $$ > ' ~ gate ~ '/pid-' ~ tag ~ '-' ~ inventory_hostname
                  ~ '; sleep %(seconds)d.5; echo survived'
-                 if inventory_hostname != 'sudo_pw' else 'sleep 1; echo unaffected' }}"
+                 if inventory_hostname != 'sudo_pw' else 'echo unaffected; sleep 1' }}"
       ignore_unreachable: true
       ignore_errors: true
       %(timeout)s

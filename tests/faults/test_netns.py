@@ -141,7 +141,7 @@ MID_TASK = """- hosts: netns,plain
       command: echo warm
     - name: the unplugged task
       shell: "{{ 'echo $$ > ' ~ gate ~ '/pid-' ~ tag ~ '; sleep %(seconds)d.5; echo survived'
-                 if inventory_hostname == 'netns' else 'sleep 1; echo unaffected' }}"
+                 if inventory_hostname == 'netns' else 'echo unaffected; sleep 1' }}"
       ignore_unreachable: true
       ignore_errors: true
     - name: gate replug
