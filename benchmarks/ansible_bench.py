@@ -131,6 +131,8 @@ def workloads(workdir: str, hosts: int) -> dict[str, str]:
     return {
         "debug x100 (floor)": play("h1", tasks('    - debug: msg="task {i}"\n', 100)),
         "command x100": play("h1", tasks("    - command: echo {i}\n", 100)),
+        # A play of one task on a host not yet connected: connection and first module.
+        "first task": play("h1", tasks("    - command: echo {i}\n", 1)),
         "loop x100": play(
             "h1", '    - command: echo {{ item }}\n      loop: "{{ range(100) | list }}"\n'
         ),

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.ansible.harness import HARDENED_HOST_ROLES, Harness
+from tests.ansible.harness import HARDENED_HOST_ROLES, Harness, PlaybookRun
 from tests.ansible.harness import PLAYBOOKS as PLAYBOOK_DIR
 from tests.testbed.accounts import HARDENED_SUDO
 
@@ -309,11 +309,17 @@ def run_options(harness: Harness, playbook: str) -> dict[str, Any]:
     return options
 
 
+#: Stock `linear` runs of this session, by playbook: the connection-only comparison
+#: (test_standalone.py) compares against them rather than running stock again.
+STOCK_RUNS: dict[str, PlaybookRun] = {}
+
+
 @pytest.mark.parametrize("playbook", PLAYBOOKS)
 def test_mitogen_linear_matches_linear(harness: Harness, playbook: str) -> None:
     with prepared(harness, playbook):
         comparison = harness.compare(playbook, **run_options(harness, playbook))
     check_expected(comparison.baseline, playbook)
+    STOCK_RUNS[playbook] = comparison.baseline
     comparison.assert_same()
 
 

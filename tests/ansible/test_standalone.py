@@ -21,7 +21,13 @@ import mitogen.unix
 from ansible_mitogen.collection import build
 from tests.ansible import served
 from tests.ansible.harness import REPO, Harness, PlaybookRun, RunningPlaybook, compare_runs
-from tests.ansible.test_playbooks import check_expected, prepared, run_options
+from tests.ansible.test_playbooks import (
+    PLAYBOOKS,
+    STOCK_RUNS,
+    check_expected,
+    prepared,
+    run_options,
+)
 
 pytestmark = [pytest.mark.needs_testbed, pytest.mark.timeout(300)]
 
@@ -54,48 +60,77 @@ def mux_dir(env: dict[str, str]) -> Path:
     return Path(env["XDG_RUNTIME_DIR"]) / f"ansible-mitogen-{os.geteuid()}"
 
 
-def assert_same(baseline: PlaybookRun, candidate: PlaybookRun, fallback: Any = ()) -> None:
-    """No difference from stock, every candidate result served by Mitogen, no deprecation
-    warning."""
+def assert_same(
+    baseline: PlaybookRun, candidate: PlaybookRun, fallback: Any = (), local: Any = ()
+) -> None:
+    """No difference from stock, every candidate result served by Mitogen (those of the
+    tasks in `local` by ansible-core's local connection), no deprecation warning."""
     problems = compare_runs(baseline, candidate)
     problems += served.check_stock(baseline.records)
-    problems += served.check_mitogen(candidate.records, set(fallback))
+    problems += served.check_mitogen(candidate.records, set(fallback), set(local))
     if DEPRECATION in candidate.stdout + candidate.stderr:
         problems.append("the standalone run printed a deprecation warning")
     assert not problems, "\n".join(problems[:40]) + "\n\n" + candidate.describe(20)
 
 
-@pytest.mark.parametrize(
-    "playbook, strategy",
-    [
-        ("command_shell.yml", "linear"),
-        ("files.yml", "linear"),
-        ("become.yml", "linear"),
-        ("loops.yml", "linear"),
-        ("remote_tmp.yml", "linear"),
-        ("check_diff.yml", "linear"),
-        ("async.yml", "free"),
-        ("become.yml", "free"),
-    ],
-)
+#: Tasks that run on the controller (`delegate_to: localhost`, `connection: local`): without
+#: a Mitogen strategy they use the connection the inventory or play names, ansible-core's
+#: own `local` (a user wanting them accelerated sets `ansible_connection: mitogen_local` on
+#: localhost, docs/standalone.rst). Their results must still match stock's.
+LOCAL_TASKS: dict[str, set[str]] = {
+    "collection_modules.yml": {"an archive on the controller", "the controller archive goes too"},
+    "delegate.yml": {
+        "delegate to localhost",
+        "local_action",
+        "run_once delegated",
+        "connection local",
+        "write a controller file through delegation",
+    },
+    "home_paths.yml": {
+        "local play copy through ~ with remote_user set",
+        "local play home",
+        "delegated home",
+        "delegated script",
+        "delegated template",
+        "delegated copy of templated content in a loop, run once",
+    },
+    "login_shell.yml": {"raw delegated to localhost runs /bin/sh"},
+    "module_exit.yml": {"signals at the start of a module run through connection local"},
+}
+STANDALONE_CASES = [(p, "linear") for p in PLAYBOOKS] + [
+    ("async.yml", "free"),
+    ("become.yml", "free"),
+]
+
+
+@pytest.mark.parametrize("playbook, strategy", STANDALONE_CASES)
 def test_standalone_matches_stock(
     harness: Harness, runtime: Path, playbook: str, strategy: str
 ) -> None:
+    """The comparison suite with Mitogen's connection plugin and a builtin strategy: the
+    same results as stock (this session's stock `linear` run when test_playbooks.py made
+    one), every result served by Mitogen, no deprecation warning, no mux left."""
     options = run_options(harness, playbook)
     env = options["env"] or {}
     kwargs: dict[str, Any] = {}
     if "become_password" in options:
         kwargs["become_password"] = options["become_password"]
     with prepared(harness, playbook):
-        first = harness.start(playbook, strategy, env=env, **kwargs)
-        if not options["parallel"]:
-            first_run = first.wait()
+        stock = STOCK_RUNS.get(playbook) if strategy == "linear" else None
+        first = None
+        if stock is None:
+            first = harness.start(playbook, strategy, env=env, **kwargs)
+            if not options["parallel"]:
+                stock = first.wait()
         second = harness.start(playbook, strategy, env={**env, **standalone_env(runtime)}, **kwargs)
-        runs = (first_run if not options["parallel"] else first.wait(), second.wait())
+        if stock is None:
+            assert first is not None
+            stock = first.wait()
+        runs = (stock, second.wait())
     for run in runs:
         run.check_strategy()
     check_expected(runs[0], playbook)
-    assert_same(*runs, fallback=options["fallback"])
+    assert_same(*runs, fallback=options["fallback"], local=LOCAL_TASKS.get(playbook, ()))
     assert not list(mux_dir(standalone_env(runtime)).iterdir())
 
 
