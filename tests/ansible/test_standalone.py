@@ -5,13 +5,11 @@ Mitogen, one mux per run started on demand, and gone when ansible-playbook is ki
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,21 +30,13 @@ DEPRECATION = "DEPRECATION WARNING"
 MUX_STARTED = "MITOGEN MUX STARTED"
 
 
-@pytest.fixture
-def runtime() -> Iterator[Path]:
-    """A short XDG_RUNTIME_DIR for a run's mux socket (sun_path holds 107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="am-rt-"))
-    yield path
-    shutil.rmtree(path)
-
-
-def standalone_env(runtime: Path, connection: str = "mitogen_ssh") -> dict[str, str]:
+def standalone_env(runtime_dir: Path, connection: str = "mitogen_ssh") -> dict[str, str]:
     """Environment of a run whose connection is `connection` from the plugin path, its
-    on-demand mux's directory under `runtime`."""
+    on-demand mux's directory under `runtime_dir` (the mux_runtime fixture's)."""
     return {
         "ANSIBLE_CONNECTION_PLUGINS": str(CONNECTION_PLUGINS),
         "ANSIBLE_TRANSPORT": connection,
-        "XDG_RUNTIME_DIR": str(runtime),
+        "XDG_RUNTIME_DIR": str(runtime_dir),
     }
 
 
@@ -54,10 +44,18 @@ def mux_dir(env: dict[str, str]) -> Path:
     return Path(env["XDG_RUNTIME_DIR"]) / f"ansible-mitogen-{os.geteuid()}"
 
 
-def assert_same(baseline: PlaybookRun, candidate: PlaybookRun, fallback: Any = ()) -> None:
-    """No difference from stock, every candidate result served by Mitogen, no deprecation
+def assert_same(
+    baseline: PlaybookRun,
+    candidate: PlaybookRun,
+    fallback: Any = (),
+    *,
+    ignore: Sequence[str] = (),
+    differences: Sequence[str] = (),
+) -> None:
+    """No difference from stock (results but the `ignore`d keys, nor the `differences`
+    the caller found elsewhere), every candidate result served by Mitogen, no deprecation
     warning."""
-    problems = compare_runs(baseline, candidate)
+    problems = [*differences, *compare_runs(baseline, candidate, ignore=ignore)]
     problems += served.check_stock(baseline.records)
     problems += served.check_mitogen(candidate.records, set(fallback))
     if DEPRECATION in candidate.stdout + candidate.stderr:
@@ -79,7 +77,7 @@ def assert_same(baseline: PlaybookRun, candidate: PlaybookRun, fallback: Any = (
     ],
 )
 def test_standalone_matches_stock(
-    harness: Harness, runtime: Path, playbook: str, strategy: str
+    harness: Harness, mux_runtime: Path, playbook: str, strategy: str
 ) -> None:
     options = run_options(harness, playbook)
     env = options["env"] or {}
@@ -90,18 +88,20 @@ def test_standalone_matches_stock(
         first = harness.start(playbook, strategy, env=env, **kwargs)
         if not options["parallel"]:
             first_run = first.wait()
-        second = harness.start(playbook, strategy, env={**env, **standalone_env(runtime)}, **kwargs)
+        second = harness.start(
+            playbook, strategy, env={**env, **standalone_env(mux_runtime)}, **kwargs
+        )
         runs = (first_run if not options["parallel"] else first.wait(), second.wait())
     for run in runs:
         run.check_strategy()
     check_expected(runs[0], playbook)
     assert_same(*runs, fallback=options["fallback"])
-    assert not list(mux_dir(standalone_env(runtime)).iterdir())
+    assert not list(mux_dir(standalone_env(mux_runtime)).iterdir())
 
 
-def test_one_mux_for_five_hosts(harness: Harness, runtime: Path) -> None:
+def test_one_mux_for_five_hosts(harness: Harness, mux_runtime: Path) -> None:
     """forks=5, 5 hosts: their first tasks start at once, and exactly one mux starts."""
-    env = standalone_env(runtime)
+    env = standalone_env(mux_runtime)
     run = harness.run(
         REPO / "tests/ansible/playbooks/standalone.yml", "linear", env=env, args=["-vvv"]
     )
@@ -161,9 +161,9 @@ def _account_processes(uid: int) -> list[int]:
     return found
 
 
-def test_mux_exits_after_sigkill(harness: Harness, runtime: Path) -> None:
+def test_mux_exits_after_sigkill(harness: Harness, mux_runtime: Path) -> None:
     """SIGKILL ansible-playbook mid-task: the mux and the target's processes go."""
-    env = standalone_env(runtime)
+    env = standalone_env(mux_runtime)
     account = harness.account("plain")
     # an earlier run's sessions may still be ending
     assert _wait_until(lambda: not _account_processes(account.uid), 15)
@@ -186,15 +186,17 @@ def test_mux_exits_after_sigkill(harness: Harness, runtime: Path) -> None:
     assert not list(mux_dir(env).iterdir())
 
 
-def test_local_matches_stock_local(harness: Harness, runtime: Path) -> None:
+def test_local_matches_stock_local(harness: Harness, mux_runtime: Path) -> None:
     """mitogen_local with the builtin linear strategy against stock local."""
     playbook = "command_shell.yml"
     first = harness.start(playbook, "linear", env={"ANSIBLE_TRANSPORT": "local"})
-    second = harness.start(playbook, "linear", env=standalone_env(runtime, "mitogen_local"))
+    second = harness.start(playbook, "linear", env=standalone_env(mux_runtime, "mitogen_local"))
     assert_same(first.wait(), second.wait())
 
 
-def test_the_collection_connection_by_fqcn(harness: Harness, runtime: Path, tmp_path: Path) -> None:
+def test_the_collection_connection_by_fqcn(
+    harness: Harness, mux_runtime: Path, tmp_path: Path
+) -> None:
     """`connection = mitogen_ng.mitogen.ssh` from the built collection (its vendored
     packages), with linear: every result served by Mitogen, one mux."""
     tarball = build.build(tmp_path / "dist")
@@ -209,7 +211,7 @@ def test_the_collection_connection_by_fqcn(harness: Harness, runtime: Path, tmp_
     env = {
         "ANSIBLE_COLLECTIONS_PATH": str(collections),
         "ANSIBLE_TRANSPORT": "mitogen_ng.mitogen.ssh",
-        "XDG_RUNTIME_DIR": str(runtime),
+        "XDG_RUNTIME_DIR": str(mux_runtime),
     }
     run = harness.run(
         REPO / "tests/ansible/playbooks/standalone.yml", "linear", env=env, args=["-vvv"]
