@@ -2,7 +2,8 @@
 containers.podman.podman (from the collections scripts/setup-ansible.sh extracts) against
 our mitogen_docker and mitogen_podman, with the same results and the same files left in
 the containers; every Mitogen result served by Mitogen (served.py). Also: become inside a
-container chain, `mitogen_disable`, and a container stopped between tasks. The rest of
+container chain, `mitogen_disable`, a container stopped between tasks, and our docker and
+podman connections with the builtin `linear` strategy alone (connection-only mode). The rest of
 the shared playbook suite runs in containers in test_container_suite.py, containers in
 delegation and via chains in test_container_chains.py.
 
