@@ -18,7 +18,14 @@ import pytest
 import mitogen.unix
 from ansible_mitogen.collection import build
 from tests.ansible import served
-from tests.ansible.harness import REPO, Harness, PlaybookRun, RunningPlaybook, compare_runs
+from tests.ansible.harness import (
+    REPO,
+    Harness,
+    PlaybookRun,
+    RunningPlaybook,
+    compare_runs,
+    make_comparison,
+)
 from tests.ansible.test_playbooks import check_expected, prepared, run_options
 
 pytestmark = [pytest.mark.needs_testbed, pytest.mark.timeout(300)]
@@ -51,13 +58,17 @@ def assert_same(
     *,
     ignore: Sequence[str] = (),
     differences: Sequence[str] = (),
+    stock_tasks: Sequence[str] = (),
 ) -> None:
     """No difference from stock (results but the `ignore`d keys, nor the `differences`
-    the caller found elsewhere), every candidate result served by Mitogen, no deprecation
-    warning."""
+    the caller found elsewhere), every candidate result served by Mitogen but those of
+    `stock_tasks` (tasks whose connection is stock's own plugin, such as `connection:
+    local`: served by stock), no deprecation warning."""
     problems = [*differences, *compare_runs(baseline, candidate, ignore=ignore)]
     problems += served.check_stock(baseline.records)
-    problems += served.check_mitogen(candidate.records, set(fallback))
+    ours = [r for r in candidate.records if r.get("task") not in stock_tasks]
+    problems += served.check_mitogen(ours, set(fallback))
+    problems += served.check_stock([r for r in candidate.records if r.get("task") in stock_tasks])
     if DEPRECATION in candidate.stdout + candidate.stderr:
         problems.append("the standalone run printed a deprecation warning")
     assert not problems, "\n".join(problems[:40]) + "\n\n" + candidate.describe(20)
@@ -226,3 +237,29 @@ def test_the_collection_connection_by_fqcn(
 
 def _windows(run: PlaybookRun) -> list[dict[str, Any]]:
     return [w for r in run.results for w in r.get("via") or []]
+
+
+@pytest.mark.parametrize("strategy", ["linear", "mitogen_linear"])
+def test_reset_connection_gives_a_new_context(
+    harness: Harness, mux_runtime: Path, strategy: str
+) -> None:
+    """`meta: reset_connection` with builtin `linear` and mitogen_ssh (run by
+    ansible-playbook itself, which finds the run's mux), and with the strategy: the tasks
+    before it share one sshd session (the target's context), the task after it has a new
+    one, as with stock ssh (whose ControlPersist master the reset stops)."""
+    playbook = REPO / "tests/ansible/playbooks/reset_connection.yml"
+    env = standalone_env(mux_runtime) if strategy == "linear" else {}
+    stock = harness.start(playbook, "linear")
+    ours = harness.start(playbook, strategy, env=env)
+    runs = stock.wait(), ours.wait()
+    for run in runs:
+        run.check_strategy()
+        assert run.result("plain", "compare the sessions")["stdout"].splitlines() == [
+            "kept",
+            "renewed",
+        ], run.describe()
+    if strategy == "linear":
+        assert_same(*runs)
+        assert not list(mux_dir(env).iterdir())
+    else:
+        make_comparison(*runs).assert_same()
