@@ -1,9 +1,12 @@
 """Mitogen's connection plugins on their own, with ansible-core's builtin strategies
 (standalone.py, ondemand.py): the same results as stock ssh, every result served by
-Mitogen, one mux per run started on demand, and gone when ansible-playbook is killed."""
+Mitogen, one mux per run started on demand, and gone when ansible-playbook is killed;
+`meta: reset_connection` and `delegate_to: localhost` in this mode. Containers and
+`mitogen_via` in this mode: test_containers.py and test_via.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -263,3 +266,31 @@ def test_reset_connection_gives_a_new_context(
         assert not list(mux_dir(env).iterdir())
     else:
         make_comparison(*runs).assert_same()
+
+
+def test_delegate_to_localhost_uses_localhosts_connection(
+    harness: Harness, mux_runtime: Path, tmp_path: Path
+) -> None:
+    """delegate.yml with builtin `linear`, mitogen_ssh for the hosts and `localhost`
+    saying `ansible_connection: mitogen_local` (stock: `local`): tasks delegated to
+    localhost are served by Mitogen; a `connection: local` keyword names stock local."""
+    inventories = []
+    for name, connection in (("stock", "local"), ("ours", "mitogen_local")):
+        inventory = json.loads(harness.inventory_path.read_text())
+        inventory["all"]["hosts"] = {
+            "localhost": {
+                "ansible_connection": connection,
+                "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+            }
+        }
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(inventory))
+        inventories.append(["-i", str(path)])
+    env = standalone_env(mux_runtime)
+    stock = harness.start("delegate.yml", "linear", args=inventories[0])
+    ours = harness.start("delegate.yml", "linear", args=inventories[1], env=env)
+    runs = stock.wait(), ours.wait()
+    for run in runs:
+        run.check_strategy()
+    assert_same(*runs, ignore=("delta", "start", "end"), stock_tasks=("connection local",))
+    assert not list(mux_dir(env).iterdir())
