@@ -25,7 +25,12 @@ from typing import Any
 import pytest
 
 from tests.ansible.harness import Comparison, Harness, PlaybookRun, make_comparison
-from tests.ansible.test_standalone import assert_same, mux_dir, standalone_env
+from tests.ansible.test_standalone import (
+    assert_same,
+    install_collection,
+    mux_dir,
+    standalone_env,
+)
 from tests.testbed.containers import Dockerd, Podman
 
 pytestmark = [pytest.mark.needs_testbed, pytest.mark.timeout(300)]
@@ -352,12 +357,13 @@ def compare_connection_only(
     stock: str,
     ours: str,
     playbook: str,
+    env: dict[str, str] | None = None,
 ) -> None:
-    """Builtin `linear` with our container connection `ours` from the plugin path (no
-    Mitogen strategy: standalone.py's mixin starts the mux and the action mixin) against
-    `stock`'s plugin: the same results and files, every result served by Mitogen, no
-    deprecation warning, and no mux left once the run is over."""
-    env = standalone_env(mux_runtime, ours)
+    """Builtin `linear` with our container connection `ours` from the plugin path (or as
+    `env` makes it found; no Mitogen strategy: standalone.py's mixin starts the mux and
+    the action mixin) against `stock`'s plugin: the same results and files, every result
+    served by Mitogen, no deprecation warning, and no mux left once the run is over."""
+    env = {**standalone_env(mux_runtime, ours), **(env or {})}
     modes = (Mode("linear", stock), Mode("linear", ours, env))
     runs, stock_files, our_files = run_in_containers(
         harness, tmp_path, runtime, stock, playbook, modes
@@ -381,6 +387,24 @@ def test_connection_only_docker_matches_stock(
         "community.docker.docker",
         "mitogen_docker",
         "files.yml",
+    )
+
+
+def test_connection_only_docker_from_the_collection(
+    harness: Harness, tmp_path: Path, mux_runtime: Path, docker: Runtime
+) -> None:
+    """`ansible_connection: mitogen_ng.mitogen.docker` from the built collection."""
+    collections = install_collection(harness, tmp_path)
+    path = ":".join(map(str, [collections, *harness.collections_dirs]))
+    compare_connection_only(
+        harness,
+        tmp_path,
+        mux_runtime,
+        docker,
+        "community.docker.docker",
+        "mitogen_ng.mitogen.docker",
+        "command_shell.yml",
+        env={"ANSIBLE_COLLECTIONS_PATH": path},
     )
 
 

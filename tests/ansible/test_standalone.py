@@ -208,11 +208,9 @@ def test_local_matches_stock_local(harness: Harness, mux_runtime: Path) -> None:
     assert_same(first.wait(), second.wait())
 
 
-def test_the_collection_connection_by_fqcn(
-    harness: Harness, mux_runtime: Path, tmp_path: Path
-) -> None:
-    """`connection = mitogen_ng.mitogen.ssh` from the built collection (its vendored
-    packages), with linear: every result served by Mitogen, one mux."""
+def install_collection(harness: Harness, tmp_path: Path) -> Path:
+    """The collection, built from this tree and installed under `tmp_path`: its
+    collections directory."""
     tarball = build.build(tmp_path / "dist")
     collections = tmp_path / "collections"
     subprocess.run(
@@ -222,6 +220,15 @@ def test_the_collection_connection_by_fqcn(
         capture_output=True,
         timeout=120,
     )
+    return collections
+
+
+def test_the_collection_connection_by_fqcn(
+    harness: Harness, mux_runtime: Path, tmp_path: Path
+) -> None:
+    """`connection = mitogen_ng.mitogen.ssh` from the built collection (its vendored
+    packages), with linear: every result served by Mitogen, one mux."""
+    collections = install_collection(harness, tmp_path)
     env = {
         "ANSIBLE_COLLECTIONS_PATH": str(collections),
         "ANSIBLE_TRANSPORT": "mitogen_ng.mitogen.ssh",
