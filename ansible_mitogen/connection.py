@@ -244,6 +244,15 @@ class Connection(ConnectionBase):
         self.set_task_vars(variables)
         super().update_vars(variables)
 
+    def _resolve_option_variables(self, variables: Mapping[str, Any], templar: Any) -> Any:
+        """ansible-core's, also keeping `variables` as the task's: `meta: reset_connection`
+        (StrategyBase._execute_meta) gives the connection the host's variables only
+        through this call, never update_vars(), and reset() needs them to name the chain
+        the host's tasks use (their interpreter, their mitogen_via). For a task,
+        update_vars() follows with the task's variables."""
+        self.set_task_vars(variables)
+        return super()._resolve_option_variables(variables, templar)
+
     def set_task_vars(self, variables: Mapping[str, Any]) -> None:
         """Use `variables` as the task's (python_path(), via_route()), without the
         connection variables update_vars() adds to them: how via.py gives a via host's

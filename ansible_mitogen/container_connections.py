@@ -13,6 +13,10 @@ their defaults: a task that sets one to anything else runs through the stock plu
 if `mitogen_disable` were set, and -vvv names the option. The stock plugin tasks fall
 back to is `stock_plugin` (its FQCN: bare names like `incus` have no ansible-core
 redirect).
+
+Every class here carries standalone.StandaloneMixin (through ContainerConnection), so
+`ansible_connection: mitogen_docker` (or the collection's `mitogen_ng.mitogen.mitogen_docker`)
+accelerates with the builtin strategies too, exactly as mitogen_ssh does.
 """
 
 from __future__ import annotations
@@ -25,11 +29,13 @@ from ansible.errors import AnsibleError
 from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_mitogen.connection import Connection
+from ansible_mitogen.standalone import StandaloneMixin
 
 
-class ContainerConnection(Connection):
+class ContainerConnection(StandaloneMixin, Connection):
     """What the container connections share: no tty, commands run with the `executable`
-    shell (stock's container plugins run `/bin/sh -c CMD`), unmapped options fall back."""
+    shell (stock's container plugins run `/bin/sh -c CMD`), unmapped options fall back;
+    with or without a Mitogen strategy (StandaloneMixin)."""
 
     #: Option name -> the default under which Mitogen can serve the task.
     UNMAPPED: ClassVar[dict[str, Any]] = {}

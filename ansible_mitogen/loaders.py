@@ -73,6 +73,12 @@ def container_redirect_map() -> dict[str, str]:
     return {name: ours for ours, names in CONTAINER_NAMES.items() for name in names}
 
 
+def mitogen_redirects() -> dict[str, str]:
+    """The redirects of the Mitogen strategies: every name of ssh, local and the stock
+    container connections -> our plugin for it (mitogen_ssh, mitogen_local, ...)."""
+    return {**redirect_map("mitogen_ssh", "mitogen_local"), **container_redirect_map()}
+
+
 @dataclass
 class _Config:
     connection_redirects: dict[str, str]

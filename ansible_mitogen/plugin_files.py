@@ -11,7 +11,8 @@ assignment in that file without running it. So the files are thin, and generated
   stock plugin's options (as ansible-core GENERATING_VERSION documents them);
 - ansible_mitogen/plugins/action/mitogen_get_stack.py: the get_stack action;
 - ansible_mitogen/collection/plugins/{strategy,connection,action}/NAME.py: the collection's
-  wrappers of those, importing them from the collection's vendored packages.
+  wrappers of those, importing them from the collection's vendored packages (a connection
+  also under its name without `mitogen_`: mitogen_ng.mitogen.ssh, mitogen_ng.mitogen.docker).
 
 A connection plugin's literal DOCUMENTATION is for ansible-doc only: at run time the file
 rebinds it to the running ansible-core's own stock text, so options always match the stock
@@ -76,6 +77,11 @@ class ContainerPlugin:
     stock: str
     cls: str
     summary: str
+
+    @property
+    def collection_alias(self) -> str:
+        """The collection's name for it besides `name`: mitogen_ng.mitogen.docker."""
+        return self.name.removeprefix("mitogen_")
 
 
 STRATEGIES = (
@@ -208,7 +214,14 @@ transport."""
 DOCUMENTATION = r"""
 {doc}"""
 
-from ansible_mitogen.container_connections import {cls}  # noqa: E402
+try:
+    from ansible_mitogen.container_connections import {cls}  # noqa: E402
+except ImportError:  # used from a source tree: the ansible_mitogen package is 3 levels up
+    import os.path
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
+    from ansible_mitogen.container_connections import {cls}  # noqa: E402
 
 
 class Connection({cls}):
@@ -434,9 +447,14 @@ def render() -> dict[Path, str]:
         files[PLUGINS / "connection" / f"{container.name}.py"] = CONTAINER_TEMPLATE.format(
             header=HEADER, doc=doc, **vars(container)
         )
-        files[COLLECTION_PLUGINS / "connection" / f"{container.name}.py"] = _collection_file(
-            container.name, container.name, "connection", "DOCUMENTATION, Connection", doc
-        )
+        for name in container.name, container.collection_alias:
+            files[COLLECTION_PLUGINS / "connection" / f"{name}.py"] = _collection_file(
+                name,
+                container.name,
+                "connection",
+                "DOCUMENTATION, Connection",
+                doc.replace(f"name: {container.name}\n", f"name: {name}\n", 1),
+            )
     return files
 
 

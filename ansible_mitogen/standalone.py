@@ -1,8 +1,9 @@
 """Connection plugins that accelerate on their own, with ansible-core's builtin strategies.
 
 `mitogen_ssh` and `mitogen_local` (plugin path) and `mitogen_ng.mitogen.ssh` and
-`mitogen_ng.mitogen.local` (the collection) are the classes of this module: the same
-classes serve both modes.
+`mitogen_ng.mitogen.local` (the collection) are the classes of this module; the container
+connections (`mitogen_docker`, `mitogen_podman`, ...) carry StandaloneMixin through
+container_connections.ContainerConnection. The same classes serve both modes.
 
 - With a Mitogen strategy (mitogen_linear...), it has started the mux and put the action
   mixin in place before the worker forked: nothing here changes anything.

@@ -70,10 +70,7 @@ class StrategyMixin:
     Importing the connection code here lets every forked worker inherit it.
     """
 
-    connection_redirects: ClassVar[Mapping[str, str]] = {
-        **loaders.redirect_map("mitogen_ssh", "mitogen_local"),
-        **loaders.container_redirect_map(),
-    }
+    connection_redirects: ClassVar[Mapping[str, str]] = loaders.mitogen_redirects()
     action_mixin: ClassVar[type | None] = ActionModuleMixin
 
     def run(self, iterator: Any, play_context: Any, *args: Any, **kwargs: Any) -> Any:

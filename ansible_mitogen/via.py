@@ -10,9 +10,10 @@ if it has one), every later one from the one before it, and the target from the 
 `route()` resolves a connection's task variables into a Route: the via hosts in order
 with their hops, which Connection.get_stack() puts in front of its own. A via host must
 be in the inventory, must use a connection Mitogen serves (one the strategy redirects, or
-one of our plugins) and a become method Mitogen runs; a host may appear in a path once.
-Anything else is an AnsibleError naming the hosts. Play and task variables and keywords
-(`become:`, `remote_user:`) belong to the target's task: they never apply to a via host.
+one of our plugins: without a Mitogen strategy, only ours) and a become method Mitogen
+runs; a host may appear in a path once. Anything else is an AnsibleError naming the
+hosts. Play and task variables and keywords (`become:`, `remote_user:`) belong to the
+target's task: they never apply to a via host.
 """
 
 from __future__ import annotations
@@ -225,9 +226,17 @@ def _host_stack(host: str, variables: Mapping[str, Any]) -> list[dict[str, Any]]
     if connection is None:
         raise ViaError("%s host %s: no connection plugin %r" % (VIA_VARIABLE, host, name))
     if not isinstance(connection, StackSource):
+        ours = loaders.mitogen_redirects().get(name)
         raise ViaError(
-            "%s host %s uses connection %r, which Mitogen does not run, so no host can be "
-            "reached through it" % (VIA_VARIABLE, host, name)
+            "%s host %s uses connection %r, which Mitogen does not run%s, so no host can be "
+            "reached through it%s"
+            % (
+                VIA_VARIABLE,
+                host,
+                name,
+                " without a Mitogen strategy" if ours else "",
+                ": give it Mitogen's plugin, ansible_connection: %s" % ours if ours else "",
+            )
         )
     connection.set_options(
         var_options=_option_vars("connection", connection._load_name, variables, host)

@@ -132,17 +132,6 @@ def _not_fallback(window: dict[str, Any]) -> str | None:
     return None
 
 
-def _not_stock_local(window: dict[str, Any]) -> str | None:
-    """Why this execution did not run on ansible-core's own `local` connection."""
-    if "error" in window:
-        return f"the probe could not describe it: {window['error']}"
-    if window["mitogen_calls"]:
-        return "it made Mitogen calls"
-    if window["ansible_mitogen_connection"] or window["connection"] != "local":
-        return f"its connection plugin is {window['connection']!r}"
-    return None
-
-
 def _windows(records: list[dict[str, Any]]) -> Iterable[tuple[dict[str, Any], Any]]:
     """(record, execution) pairs, each execution once (with its loop item if it has one);
     (record, None) for a result left without a match."""
@@ -159,12 +148,9 @@ def _windows(records: list[dict[str, Any]]) -> Iterable[tuple[dict[str, Any], An
                 yield record, window
 
 
-def check_mitogen(
-    records: list[dict[str, Any]], fallback: Collection[str] = (), local: Collection[str] = ()
-) -> list[str]:
+def check_mitogen(records: list[dict[str, Any]], fallback: Collection[str] = ()) -> list[str]:
     """Every result not served by Mitogen (or, for the tasks named in `fallback`, not
-    served by stock through Mitogen's connection; for those named in `local`, not run on
-    ansible-core's own `local` connection), one message each."""
+    served by stock through Mitogen's connection), one message each."""
     problems: list[str] = []
     fell_back: set[str] = set()
     flagged: set[str] = set()
@@ -173,10 +159,7 @@ def check_mitogen(
         if window is None:
             problems.append(f"{_label(record)}: no transport_probe line matches this result")
             continue
-        if record["task"] in local:
-            reason = _not_stock_local(window)
-            expected = "expected ansible-core's local connection"
-        elif declared:
+        if declared:
             reason = _not_fallback(window)
             if reason is None and window["stock_calls"]:
                 fell_back.add(record["task"])

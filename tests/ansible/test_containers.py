@@ -2,7 +2,8 @@
 containers.podman.podman (from the collections scripts/setup-ansible.sh extracts) against
 our mitogen_docker and mitogen_podman, with the same results and the same files left in
 the containers; every Mitogen result served by Mitogen (served.py). Also: become inside a
-container chain, `mitogen_disable`, and a container stopped between tasks. The rest of
+container chain, `mitogen_disable`, a container stopped between tasks, and our docker and
+podman connections with the builtin `linear` strategy alone (connection-only mode). The rest of
 the shared playbook suite runs in containers in test_container_suite.py, containers in
 delegation and via chains in test_container_chains.py.
 
@@ -15,15 +16,21 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.ansible.harness import Comparison, Harness, PlaybookRun, make_comparison
+from tests.ansible.test_standalone import (
+    assert_same,
+    install_collection,
+    mux_dir,
+    standalone_env,
+)
 from tests.testbed.containers import Dockerd, Podman
 
 pytestmark = [pytest.mark.needs_testbed, pytest.mark.timeout(300)]
@@ -121,6 +128,20 @@ def targets(runtime: Runtime, count: int) -> Iterator[list[str]]:
         yield names
 
 
+@dataclass(frozen=True)
+class Mode:
+    """How one run of a comparison reaches its container: its strategy, its connection
+    (None: the comparison's) and its extra environment."""
+
+    strategy: str
+    connection: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+#: The comparison of test_containers.py: stock's strategy, then Mitogen's.
+STRATEGY_MODES = (Mode("linear"), Mode("mitogen_linear"))
+
+
 def compare_in_containers(
     harness: Harness,
     tmp_path: Path,
@@ -136,32 +157,76 @@ def compare_in_containers(
     """Run `playbook` with linear and mitogen_linear, each against its own fresh
     container reached through `connection` (with `host_vars(container)` in its inventory);
     the comparison includes the files left under WORKDIR in each container."""
-    with targets(runtime, 2) as (stock_ct, mitogen_ct):
-        runs: list[PlaybookRun] = []
+    runs, stock_files, mitogen_files = run_in_containers(
+        harness,
+        tmp_path,
+        runtime,
+        connection,
+        playbook,
+        STRATEGY_MODES,
+        per_container_vars=per_container_vars,
+        host_vars=host_vars,
+    )
+    for run in runs:
+        run.check_strategy()
+    comparison = make_comparison(*runs, fallback=fallback, ignore=ignore)
+    comparison.differences += file_differences(stock_files, mitogen_files, runs)
+    return comparison, stock_files, mitogen_files
+
+
+def run_in_containers(
+    harness: Harness,
+    tmp_path: Path,
+    runtime: Runtime,
+    connection: str,
+    playbook: str | Path,
+    modes: tuple[Mode, Mode],
+    *,
+    per_container_vars: bool = False,
+    host_vars: Callable[[str], dict[str, Any]] = lambda name: {},
+) -> tuple[list[PlaybookRun], dict[str, str], dict[str, str]]:
+    """Run `playbook` once per mode (at once), each against its own fresh container;
+    the runs and the files each left under WORKDIR (none with `per_container_vars`: the
+    playbook stops its container)."""
+    with targets(runtime, 2) as names:
         started = []
-        for strategy, name in (("linear", stock_ct), ("mitogen_linear", mitogen_ct)):
+        for index, (mode, name) in enumerate(zip(modes, names, strict=True)):
             inventory = write_inventory(
-                tmp_path / f"{strategy}.json", connection, name, runtime, host_vars(name)
+                tmp_path / f"{index}-{mode.strategy}.json",
+                mode.connection or connection,
+                name,
+                runtime,
+                host_vars(name),
             )
             extra = {"stop_command": runtime.stop_command(name)} if per_container_vars else {}
             started.append(
-                harness.start(playbook, strategy, args=["-i", str(inventory)], extra_vars=extra)
+                harness.start(
+                    playbook,
+                    mode.strategy,
+                    args=["-i", str(inventory)],
+                    extra_vars=extra,
+                    env=mode.env,
+                )
             )
-        for running in started:
-            runs.append(running.wait(240))
-        for run in runs:
-            run.check_strategy()
-        comparison = make_comparison(*runs, fallback=fallback, ignore=ignore)
-        if per_container_vars:  # the playbook stopped its container: nothing to compare
-            return comparison, {}, {}
-        stock_files, mitogen_files = (runtime.snapshot(name) for name in (stock_ct, mitogen_ct))
-    for path in sorted(set(stock_files) | set(mitogen_files)):
-        if stock_files.get(path) != mitogen_files.get(path):
-            comparison.differences.append(
-                f"container file {path}: linear {stock_files.get(path)}, "
-                f"mitogen_linear {mitogen_files.get(path)}"
-            )
-    return comparison, stock_files, mitogen_files
+        runs = [running.wait(240) for running in started]
+        if per_container_vars:
+            return runs, {}, {}
+        first, second = (runtime.snapshot(name) for name in names)
+    return runs, first, second
+
+
+def file_differences(
+    first: dict[str, str], second: dict[str, str], runs: list[PlaybookRun]
+) -> list[str]:
+    """How the files two runs left in their containers differ."""
+    a, b = (run.strategy for run in runs)
+    if a == b:
+        a, b = f"{a}(1)", f"{b}(2)"
+    return [
+        f"container file {path}: {a} {first.get(path)}, {b} {second.get(path)}"
+        for path in sorted(set(first) | set(second))
+        if first.get(path) != second.get(path)
+    ]
 
 
 def served_by_one_interpreter(run: PlaybookRun) -> None:
@@ -282,3 +347,76 @@ def test_container_stopped_between_tasks_is_unreachable(
     comparison.assert_same()
     message = comparison.candidate.result("plain", "after the stop")["msg"]
     assert f"{kind} says the container does not exist or is not running" in message, message
+
+
+def compare_connection_only(
+    harness: Harness,
+    tmp_path: Path,
+    mux_runtime: Path,
+    runtime: Runtime,
+    stock: str,
+    ours: str,
+    playbook: str,
+    env: dict[str, str] | None = None,
+) -> None:
+    """Builtin `linear` with our container connection `ours` from the plugin path (or as
+    `env` makes it found; no Mitogen strategy: standalone.py's mixin starts the mux and
+    the action mixin) against `stock`'s plugin: the same results and files, every result
+    served by Mitogen, no deprecation warning, and no mux left once the run is over."""
+    env = {**standalone_env(mux_runtime, ours), **(env or {})}
+    modes = (Mode("linear", stock), Mode("linear", ours, env))
+    runs, stock_files, our_files = run_in_containers(
+        harness, tmp_path, runtime, stock, playbook, modes
+    )
+    for run in runs:
+        run.check_strategy()
+    assert_same(*runs, differences=file_differences(stock_files, our_files, runs))
+    assert stock_files or playbook == "command_shell.yml", "no files to compare"
+    served_by_one_interpreter(runs[1])
+    assert not list(mux_dir(env).iterdir())
+
+
+def test_connection_only_docker_matches_stock(
+    harness: Harness, tmp_path: Path, mux_runtime: Path, docker: Runtime
+) -> None:
+    compare_connection_only(
+        harness,
+        tmp_path,
+        mux_runtime,
+        docker,
+        "community.docker.docker",
+        "mitogen_docker",
+        "files.yml",
+    )
+
+
+def test_connection_only_docker_from_the_collection(
+    harness: Harness, tmp_path: Path, mux_runtime: Path, docker: Runtime
+) -> None:
+    """`ansible_connection: mitogen_ng.mitogen.docker` from the built collection."""
+    collections = install_collection(harness, tmp_path)
+    path = ":".join(map(str, [collections, *harness.collections_dirs]))
+    compare_connection_only(
+        harness,
+        tmp_path,
+        mux_runtime,
+        docker,
+        "community.docker.docker",
+        "mitogen_ng.mitogen.docker",
+        "command_shell.yml",
+        env={"ANSIBLE_COLLECTIONS_PATH": path},
+    )
+
+
+def test_connection_only_podman_matches_stock(
+    harness: Harness, tmp_path: Path, mux_runtime: Path, podman_runtime: Runtime
+) -> None:
+    compare_connection_only(
+        harness,
+        tmp_path,
+        mux_runtime,
+        podman_runtime,
+        "containers.podman.podman",
+        "mitogen_podman",
+        "command_shell.yml",
+    )

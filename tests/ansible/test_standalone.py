@@ -1,17 +1,18 @@
 """Mitogen's connection plugins on their own, with ansible-core's builtin strategies
 (standalone.py, ondemand.py): the same results as stock ssh, every result served by
-Mitogen, one mux per run started on demand, and gone when ansible-playbook is killed."""
+Mitogen, one mux per run started on demand, and gone when ansible-playbook is killed;
+`meta: reset_connection` and `delegate_to: localhost` in this mode. Containers and
+`mitogen_via` in this mode: test_containers.py and test_via.py."""
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,14 @@ import pytest
 import mitogen.unix
 from ansible_mitogen.collection import build
 from tests.ansible import served
-from tests.ansible.harness import REPO, Harness, PlaybookRun, RunningPlaybook, compare_runs
+from tests.ansible.harness import (
+    REPO,
+    Harness,
+    PlaybookRun,
+    RunningPlaybook,
+    compare_runs,
+    make_comparison,
+)
 from tests.ansible.test_playbooks import (
     PLAYBOOKS,
     STOCK_RUNS,
@@ -38,21 +46,13 @@ DEPRECATION = "DEPRECATION WARNING"
 MUX_STARTED = "MITOGEN MUX STARTED"
 
 
-@pytest.fixture
-def runtime() -> Iterator[Path]:
-    """A short XDG_RUNTIME_DIR for a run's mux socket (sun_path holds 107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="am-rt-"))
-    yield path
-    shutil.rmtree(path)
-
-
-def standalone_env(runtime: Path, connection: str = "mitogen_ssh") -> dict[str, str]:
+def standalone_env(runtime_dir: Path, connection: str = "mitogen_ssh") -> dict[str, str]:
     """Environment of a run whose connection is `connection` from the plugin path, its
-    on-demand mux's directory under `runtime`."""
+    on-demand mux's directory under `runtime_dir` (the mux_runtime fixture's)."""
     return {
         "ANSIBLE_CONNECTION_PLUGINS": str(CONNECTION_PLUGINS),
         "ANSIBLE_TRANSPORT": connection,
-        "XDG_RUNTIME_DIR": str(runtime),
+        "XDG_RUNTIME_DIR": str(runtime_dir),
     }
 
 
@@ -61,13 +61,23 @@ def mux_dir(env: dict[str, str]) -> Path:
 
 
 def assert_same(
-    baseline: PlaybookRun, candidate: PlaybookRun, fallback: Any = (), local: Any = ()
+    baseline: PlaybookRun,
+    candidate: PlaybookRun,
+    fallback: Any = (),
+    *,
+    ignore: Sequence[str] = (),
+    differences: Sequence[str] = (),
+    stock_tasks: Sequence[str] = (),
 ) -> None:
-    """No difference from stock, every candidate result served by Mitogen (those of the
-    tasks in `local` by ansible-core's local connection), no deprecation warning."""
-    problems = compare_runs(baseline, candidate)
+    """No difference from stock (results but the `ignore`d keys, nor the `differences`
+    the caller found elsewhere), every candidate result served by Mitogen but those of
+    `stock_tasks` (tasks whose connection is stock's own plugin, such as `connection:
+    local`: served by stock), no deprecation warning."""
+    problems = [*differences, *compare_runs(baseline, candidate, ignore=ignore)]
     problems += served.check_stock(baseline.records)
-    problems += served.check_mitogen(candidate.records, set(fallback), set(local))
+    ours = [r for r in candidate.records if r.get("task") not in stock_tasks]
+    problems += served.check_mitogen(ours, set(fallback))
+    problems += served.check_stock([r for r in candidate.records if r.get("task") in stock_tasks])
     if DEPRECATION in candidate.stdout + candidate.stderr:
         problems.append("the standalone run printed a deprecation warning")
     assert not problems, "\n".join(problems[:40]) + "\n\n" + candidate.describe(20)
@@ -77,25 +87,25 @@ def assert_same(
 #: a Mitogen strategy they use the connection the inventory or play names, ansible-core's
 #: own `local` (a user wanting them accelerated sets `ansible_connection: mitogen_local` on
 #: localhost, docs/standalone.rst). Their results must still match stock's.
-LOCAL_TASKS: dict[str, set[str]] = {
-    "collection_modules.yml": {"an archive on the controller", "the controller archive goes too"},
-    "delegate.yml": {
+LOCAL_TASKS: dict[str, tuple[str, ...]] = {
+    "collection_modules.yml": ("an archive on the controller", "the controller archive goes too"),
+    "delegate.yml": (
         "delegate to localhost",
         "local_action",
         "run_once delegated",
         "connection local",
         "write a controller file through delegation",
-    },
-    "home_paths.yml": {
+    ),
+    "home_paths.yml": (
         "local play copy through ~ with remote_user set",
         "local play home",
         "delegated home",
         "delegated script",
         "delegated template",
         "delegated copy of templated content in a loop, run once",
-    },
-    "login_shell.yml": {"raw delegated to localhost runs /bin/sh"},
-    "module_exit.yml": {"signals at the start of a module run through connection local"},
+    ),
+    "login_shell.yml": ("raw delegated to localhost runs /bin/sh",),
+    "module_exit.yml": ("signals at the start of a module run through connection local",),
 }
 STANDALONE_CASES = [(p, "linear") for p in PLAYBOOKS] + [
     ("async.yml", "free"),
@@ -105,7 +115,7 @@ STANDALONE_CASES = [(p, "linear") for p in PLAYBOOKS] + [
 
 @pytest.mark.parametrize("playbook, strategy", STANDALONE_CASES)
 def test_standalone_matches_stock(
-    harness: Harness, runtime: Path, playbook: str, strategy: str
+    harness: Harness, mux_runtime: Path, playbook: str, strategy: str
 ) -> None:
     """The comparison suite with Mitogen's connection plugin and a builtin strategy: the
     same results as stock (this session's stock `linear` run when test_playbooks.py made
@@ -122,7 +132,9 @@ def test_standalone_matches_stock(
             first = harness.start(playbook, strategy, env=env, **kwargs)
             if not options["parallel"]:
                 stock = first.wait()
-        second = harness.start(playbook, strategy, env={**env, **standalone_env(runtime)}, **kwargs)
+        second = harness.start(
+            playbook, strategy, env={**env, **standalone_env(mux_runtime)}, **kwargs
+        )
         if stock is None:
             assert first is not None
             stock = first.wait()
@@ -130,13 +142,13 @@ def test_standalone_matches_stock(
     for run in runs:
         run.check_strategy()
     check_expected(runs[0], playbook)
-    assert_same(*runs, fallback=options["fallback"], local=LOCAL_TASKS.get(playbook, ()))
-    assert not list(mux_dir(standalone_env(runtime)).iterdir())
+    assert_same(*runs, fallback=options["fallback"], stock_tasks=LOCAL_TASKS.get(playbook, ()))
+    assert not list(mux_dir(standalone_env(mux_runtime)).iterdir())
 
 
-def test_one_mux_for_five_hosts(harness: Harness, runtime: Path) -> None:
+def test_one_mux_for_five_hosts(harness: Harness, mux_runtime: Path) -> None:
     """forks=5, 5 hosts: their first tasks start at once, and exactly one mux starts."""
-    env = standalone_env(runtime)
+    env = standalone_env(mux_runtime)
     run = harness.run(
         REPO / "tests/ansible/playbooks/standalone.yml", "linear", env=env, args=["-vvv"]
     )
@@ -196,9 +208,9 @@ def _account_processes(uid: int) -> list[int]:
     return found
 
 
-def test_mux_exits_after_sigkill(harness: Harness, runtime: Path) -> None:
+def test_mux_exits_after_sigkill(harness: Harness, mux_runtime: Path) -> None:
     """SIGKILL ansible-playbook mid-task: the mux and the target's processes go."""
-    env = standalone_env(runtime)
+    env = standalone_env(mux_runtime)
     account = harness.account("plain")
     # an earlier run's sessions may still be ending
     assert _wait_until(lambda: not _account_processes(account.uid), 15)
@@ -221,17 +233,17 @@ def test_mux_exits_after_sigkill(harness: Harness, runtime: Path) -> None:
     assert not list(mux_dir(env).iterdir())
 
 
-def test_local_matches_stock_local(harness: Harness, runtime: Path) -> None:
+def test_local_matches_stock_local(harness: Harness, mux_runtime: Path) -> None:
     """mitogen_local with the builtin linear strategy against stock local."""
     playbook = "command_shell.yml"
     first = harness.start(playbook, "linear", env={"ANSIBLE_TRANSPORT": "local"})
-    second = harness.start(playbook, "linear", env=standalone_env(runtime, "mitogen_local"))
+    second = harness.start(playbook, "linear", env=standalone_env(mux_runtime, "mitogen_local"))
     assert_same(first.wait(), second.wait())
 
 
-def test_the_collection_connection_by_fqcn(harness: Harness, runtime: Path, tmp_path: Path) -> None:
-    """`connection = mitogen_ng.mitogen.ssh` from the built collection (its vendored
-    packages), with linear: every result served by Mitogen, one mux."""
+def install_collection(harness: Harness, tmp_path: Path) -> Path:
+    """The collection, built from this tree and installed under `tmp_path`: its
+    collections directory."""
     tarball = build.build(tmp_path / "dist")
     collections = tmp_path / "collections"
     subprocess.run(
@@ -241,10 +253,19 @@ def test_the_collection_connection_by_fqcn(harness: Harness, runtime: Path, tmp_
         capture_output=True,
         timeout=120,
     )
+    return collections
+
+
+def test_the_collection_connection_by_fqcn(
+    harness: Harness, mux_runtime: Path, tmp_path: Path
+) -> None:
+    """`connection = mitogen_ng.mitogen.ssh` from the built collection (its vendored
+    packages), with linear: every result served by Mitogen, one mux."""
+    collections = install_collection(harness, tmp_path)
     env = {
         "ANSIBLE_COLLECTIONS_PATH": str(collections),
         "ANSIBLE_TRANSPORT": "mitogen_ng.mitogen.ssh",
-        "XDG_RUNTIME_DIR": str(runtime),
+        "XDG_RUNTIME_DIR": str(mux_runtime),
     }
     run = harness.run(
         REPO / "tests/ansible/playbooks/standalone.yml", "linear", env=env, args=["-vvv"]
@@ -259,3 +280,57 @@ def test_the_collection_connection_by_fqcn(harness: Harness, runtime: Path, tmp_
 
 def _windows(run: PlaybookRun) -> list[dict[str, Any]]:
     return [w for r in run.results for w in r.get("via") or []]
+
+
+@pytest.mark.parametrize("strategy", ["linear", "mitogen_linear"])
+def test_reset_connection_gives_a_new_context(
+    harness: Harness, mux_runtime: Path, strategy: str
+) -> None:
+    """`meta: reset_connection` with builtin `linear` and mitogen_ssh (run by
+    ansible-playbook itself, which finds the run's mux), and with the strategy: the tasks
+    before it share one sshd session (the target's context), the task after it has a new
+    one, as with stock ssh (whose ControlPersist master the reset stops)."""
+    playbook = REPO / "tests/ansible/playbooks/reset_connection.yml"
+    env = standalone_env(mux_runtime) if strategy == "linear" else {}
+    stock = harness.start(playbook, "linear")
+    ours = harness.start(playbook, strategy, env=env)
+    runs = stock.wait(), ours.wait()
+    for run in runs:
+        run.check_strategy()
+        assert run.result("plain", "compare the sessions")["stdout"].splitlines() == [
+            "kept",
+            "renewed",
+        ], run.describe()
+    if strategy == "linear":
+        assert_same(*runs)
+        assert not list(mux_dir(env).iterdir())
+    else:
+        make_comparison(*runs).assert_same()
+
+
+def test_delegate_to_localhost_uses_localhosts_connection(
+    harness: Harness, mux_runtime: Path, tmp_path: Path
+) -> None:
+    """delegate.yml with builtin `linear`, mitogen_ssh for the hosts and `localhost`
+    saying `ansible_connection: mitogen_local` (stock: `local`): tasks delegated to
+    localhost are served by Mitogen; a `connection: local` keyword names stock local."""
+    inventories = []
+    for name, connection in (("stock", "local"), ("ours", "mitogen_local")):
+        inventory = json.loads(harness.inventory_path.read_text())
+        inventory["all"]["hosts"] = {
+            "localhost": {
+                "ansible_connection": connection,
+                "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+            }
+        }
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(inventory))
+        inventories.append(["-i", str(path)])
+    env = standalone_env(mux_runtime)
+    stock = harness.start("delegate.yml", "linear", args=inventories[0])
+    ours = harness.start("delegate.yml", "linear", args=inventories[1], env=env)
+    runs = stock.wait(), ours.wait()
+    for run in runs:
+        run.check_strategy()
+    assert_same(*runs, ignore=("delta", "start", "end"), stock_tasks=("connection local",))
+    assert not list(mux_dir(env).iterdir())

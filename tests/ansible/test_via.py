@@ -24,7 +24,9 @@ from typing import Any
 
 import pytest
 
+from tests.ansible import served
 from tests.ansible.harness import PLAYBOOKS, Harness
+from tests.ansible.test_standalone import assert_same, mux_dir, standalone_env
 from tests.testbed import Testbed
 from tests.testbed.sshd import free_port
 
@@ -132,6 +134,52 @@ def test_hosts_behind_a_bastion_go_through_its_one_context(
     for host in via:
         assert run.result(host, "ssh client uid")["stdout"] == uid, run.describe()
     assert run.result("bastion", "ssh clients of the bastion's context")["stdout"] == "2"
+
+
+def test_a_host_behind_a_bastion_without_the_strategy(
+    harness: Harness, bastion_files: Path, tmp_path: Path, mux_runtime: Path
+) -> None:
+    """Builtin `linear` with `mitogen_ssh` for every host (connection-only mode): the host
+    behind the bastion (ssh -> sudo -> ssh) gives stock's results through the bastion's
+    chain; `connection: local` is stock's own plugin in this mode."""
+    inventory = write_inventory(
+        harness, bastion_files, tmp_path / "inv.json", {"plain": "root_bastion"}
+    )
+    args = ["-i", str(inventory), "-vvv"]
+    env = standalone_env(mux_runtime)
+    stock = harness.start(VIA / "via.yml", "linear", args=args)
+    ours = harness.start(VIA / "via.yml", "linear", args=args, env=env)
+    runs = stock.wait(), ours.wait()
+    for run in runs:
+        run.check_strategy()
+    assert runs[0].result("plain", "command through the bastion")["rc"] == 0, runs[0].describe()
+    local = "connection local runs on the controller, not through the bastion"
+    assert_same(*runs, ignore=("delta", "start", "end"), stock_tasks=(local,))
+    sshd = harness.testbed.sshd
+    chain = (
+        f"VIA ssh {harness.account('sudo_nopw').name}@{sshd.address}:{sshd.port} -> sudo root -> "
+        f"ssh {harness.account('plain').name}@{sshd.address}:{sshd.port} "
+    )
+    assert chain in runs[1].stdout, runs[1].describe()
+    assert not list(mux_dir(env).iterdir())
+
+
+def test_hosts_behind_a_bastion_go_through_its_one_context_without_the_strategy(
+    harness: Harness, testbed: Testbed, bastion_files: Path, tmp_path: Path, mux_runtime: Path
+) -> None:
+    """As test_hosts_behind_a_bastion_go_through_its_one_context, with builtin `linear`
+    and `mitogen_ssh`: the on-demand mux's bastion context runs both hosts' ssh clients."""
+    via = {"plain": "bastion", "sudo_pw": "bastion"}
+    inventory = write_inventory(harness, bastion_files, tmp_path / "inv.json", via)
+    env = standalone_env(mux_runtime)
+    run = harness.run(VIA / "via_proof.yml", "linear", args=["-i", str(inventory)], env=env)
+    assert run.rc == 0, run.describe()
+    assert not served.check_mitogen(run.records), served.check_mitogen(run.records)
+    uid = str(testbed.accounts["sudo_nopw"].uid)
+    for host in via:
+        assert run.result(host, "ssh client uid")["stdout"] == uid, run.describe()
+    assert run.result("bastion", "ssh clients of the bastion's context")["stdout"] == "2"
+    assert not list(mux_dir(env).iterdir())
 
 
 def test_unfollowable_settings_and_a_dead_bastion_name_the_hosts(

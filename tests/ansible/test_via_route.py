@@ -138,3 +138,33 @@ def test_unfollowable_settings_are_errors_naming_the_hosts(
     with pytest.raises(via.ViaError) as raised:
         via.route(task_vars("a", hostvars))
     assert message in str(raised.value)
+
+
+@pytest.fixture
+def connection_only() -> Iterator[None]:
+    """The hooks as standalone.py configures them in a worker without a Mitogen strategy:
+    the action mixin only, no connection redirects (the strategy's are put back after)."""
+    loaders.install({}, None)
+    yield
+    loaders.install(strategy.StrategyMixin.connection_redirects)
+
+
+@pytest.mark.usefixtures("connection_only")
+def test_without_the_strategy_a_bastion_needs_mitogens_plugin() -> None:
+    """A bastion saying `ssh` is not turned into mitogen_ssh without the strategy: the
+    error says what to set; saying mitogen_ssh, it contributes its hops as before."""
+    hostvars = {
+        "bastion": ssh_host("bastion", "jump", ansible_connection="ssh"),
+        "web": ssh_host("web", "deploy", mitogen_via="bastion"),
+    }
+    with pytest.raises(via.ViaError) as raised:
+        via.route(task_vars("web", hostvars))
+    assert (
+        "mitogen_via host bastion uses connection 'ssh', which Mitogen does not run without a "
+        "Mitogen strategy, so no host can be reached through it: give it Mitogen's plugin, "
+        "ansible_connection: mitogen_ssh"
+    ) in str(raised.value)
+    hostvars["bastion"]["ansible_connection"] = "mitogen_ssh"
+    route = via.route(task_vars("web", hostvars))
+    assert [hop["method"] for hop in route.hops] == ["ssh"]
+    assert route.hops[0]["kwargs"]["username"] == "jump"

@@ -34,7 +34,14 @@ options:
     - name: ansible_jail_user
 """
 
-from ansible_mitogen.container_connections import JailConnection  # noqa: E402
+try:
+    from ansible_mitogen.container_connections import JailConnection  # noqa: E402
+except ImportError:  # used from a source tree: the ansible_mitogen package is 3 levels up
+    import os.path
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
+    from ansible_mitogen.container_connections import JailConnection  # noqa: E402
 
 
 class Connection(JailConnection):

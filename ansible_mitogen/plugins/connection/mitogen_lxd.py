@@ -79,7 +79,14 @@ options:
     version_added: 2.0.0
 """
 
-from ansible_mitogen.container_connections import LxdConnection  # noqa: E402
+try:
+    from ansible_mitogen.container_connections import LxdConnection  # noqa: E402
+except ImportError:  # used from a source tree: the ansible_mitogen package is 3 levels up
+    import os.path
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
+    from ansible_mitogen.container_connections import LxdConnection  # noqa: E402
 
 
 class Connection(LxdConnection):

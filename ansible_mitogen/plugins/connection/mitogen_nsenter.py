@@ -42,7 +42,14 @@ notes:
   mode; (3) The container is launched in the host''s PID namespace (C(--pid host)).'
 """
 
-from ansible_mitogen.container_connections import NsenterConnection  # noqa: E402
+try:
+    from ansible_mitogen.container_connections import NsenterConnection  # noqa: E402
+except ImportError:  # used from a source tree: the ansible_mitogen package is 3 levels up
+    import os.path
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
+    from ansible_mitogen.container_connections import NsenterConnection  # noqa: E402
 
 
 class Connection(NsenterConnection):

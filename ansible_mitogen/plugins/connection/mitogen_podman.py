@@ -124,7 +124,14 @@ options:
     - name: ansible_podman_working_directory
 """
 
-from ansible_mitogen.container_connections import PodmanConnection  # noqa: E402
+try:
+    from ansible_mitogen.container_connections import PodmanConnection  # noqa: E402
+except ImportError:  # used from a source tree: the ansible_mitogen package is 3 levels up
+    import os.path
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
+    from ansible_mitogen.container_connections import PodmanConnection  # noqa: E402
 
 
 class Connection(PodmanConnection):
