@@ -377,6 +377,7 @@ def test_every_playbook_is_tested() -> None:
         "verbose.yml",
         "get_stack.yml",
         "standalone.yml",
+        "reset_connection.yml",
         "mux_log.yml",
         "stacks.yml",
     }
