@@ -20,6 +20,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -71,6 +72,10 @@ PROBE = """\
 _PARENTS = re.compile(r'"msg": "module parents: (\d+) (\d+)"')
 
 
+#: The default scenario's switch to Mitogen without its strategy (its molecule.yml).
+CONNECTION_ONLY = {"EXAMPLE_STRATEGY": "linear", "EXAMPLE_CONNECTION": "mitogen_ssh"}
+
+
 def _molecule_test(scenario: str, target: dict[str, str], workdir: Path) -> MoleculeRun:
     (workdir / "probe.yml").write_text(PROBE)
     base = workdir / "base.yml"
@@ -91,18 +96,18 @@ def _exists(database: Callable[[str], object], name: str) -> bool:
     return True
 
 
-@pytest.fixture(scope="module")
-def default_run(
-    harness: Harness, tmp_path_factory: pytest.TempPathFactory
+def _default_scenario(
+    harness: Harness, workdir: Path, settings: dict[str, str]
 ) -> Iterator[MoleculeRun]:
-    """`molecule test -s default` against a testbed account over the loopback sshd. The
-    role makes the user and group example-app and /opt/example-app on this machine:
-    they must not exist before, and the scenario's cleanup must have removed them."""
+    """`molecule test -s default` against a testbed account over the loopback sshd, with
+    the scenario's `settings`. The role makes the user and group example-app and
+    /opt/example-app on this machine: they must not exist before, and the scenario's
+    cleanup must have removed them."""
     if _exists(pwd.getpwnam, APP_USER) or _exists(grp.getgrnam, APP_USER) or APP_ROOT.exists():
         pytest.fail(f"user or group {APP_USER} or {APP_ROOT} exists already: not ours")
-    target = molecule_runner.ssh_target(harness.inventory_path)
+    target = {**molecule_runner.ssh_target(harness.inventory_path), **settings}
     try:
-        yield _molecule_test("default", target, tmp_path_factory.mktemp("molecule-default"))
+        yield _molecule_test("default", target, workdir)
     finally:
         left = []
         if _exists(pwd.getpwnam, APP_USER):
@@ -116,6 +121,31 @@ def default_run(
             shutil.rmtree(APP_ROOT)
         if left:
             pytest.fail(f"the default scenario's cleanup left {', '.join(left)}")
+
+
+@pytest.fixture(scope="module")
+def default_run(
+    harness: Harness, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MoleculeRun]:
+    yield from _default_scenario(harness, tmp_path_factory.mktemp("molecule-default"), {})
+
+
+@pytest.fixture(scope="module")
+def connection_only_run(
+    harness: Harness, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MoleculeRun]:
+    """The default scenario with the builtin linear strategy and mitogen_ssh, its mux
+    directory under a short XDG_RUNTIME_DIR (a socket path holds 107 bytes)."""
+    runtime = Path(tempfile.mkdtemp(prefix="am-rt-"))
+    try:
+        yield from _default_scenario(
+            harness,
+            tmp_path_factory.mktemp("molecule-connection-only"),
+            {**CONNECTION_ONLY, "XDG_RUNTIME_DIR": str(runtime)},
+        )
+        assert not list(runtime.glob("ansible-mitogen-*/*")), "the on-demand mux left files"
+    finally:
+        shutil.rmtree(runtime)
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +208,22 @@ def test_one_interpreter_serves_consecutive_tasks_over_ssh(default_run: Molecule
 
 def test_one_interpreter_serves_consecutive_tasks_in_docker(docker_run: MoleculeRun) -> None:
     _assert_one_interpreter(docker_run)
+
+
+def test_default_scenario_passes_without_the_strategy(connection_only_run: MoleculeRun) -> None:
+    """The default scenario with `strategy: linear` and `ansible_connection: mitogen_ssh`:
+    every step passes, its converge is served by Mitogen through a mux it started on
+    demand, consecutive tasks share one interpreter, and nothing warns of a third-party
+    strategy."""
+    run = connection_only_run
+    assert run.rc == 0, run.describe()
+    outcomes = run.outcomes()
+    for step in REQUIRED_STEPS["default"]:
+        assert (step, "Successful") in outcomes, f"{step}: {outcomes}\n{run.describe()}"
+    converge = run.step("converge")
+    assert "MITOGEN MUX STARTED" in converge, converge[-3000:]
+    assert "loader hooks installed" not in converge, "a Mitogen strategy ran"
+    assert "DEPRECATION WARNING" not in run.output, run.output[-3000:]
+    assert "changed=0" in run.step("idempotence"), run.step("idempotence")[-3000:]
+    _assert_served(run)
+    _assert_one_interpreter(run)
