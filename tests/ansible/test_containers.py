@@ -26,9 +26,9 @@ import pytest
 
 from tests.ansible.harness import Comparison, Harness, PlaybookRun, make_comparison
 from tests.ansible.test_standalone import (
+    assert_mux_gone,
     assert_same,
     install_collection,
-    mux_dir,
     standalone_env,
 )
 from tests.testbed.containers import Dockerd, Podman
@@ -373,7 +373,7 @@ def compare_connection_only(
     assert_same(*runs, differences=file_differences(stock_files, our_files, runs))
     assert stock_files or playbook == "command_shell.yml", "no files to compare"
     served_by_one_interpreter(runs[1])
-    assert not list(mux_dir(env).iterdir())
+    assert_mux_gone(env)
 
 
 def test_connection_only_docker_matches_stock(

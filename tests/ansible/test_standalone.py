@@ -60,6 +60,20 @@ def mux_dir(env: dict[str, str]) -> Path:
     return Path(env["XDG_RUNTIME_DIR"]) / f"ansible-mitogen-{os.geteuid()}"
 
 
+#: Seconds an on-demand mux has to notice its ansible-playbook's exit and remove its files.
+MUX_EXIT_SECONDS = 15
+
+
+def assert_mux_gone(env: dict[str, str]) -> None:
+    """The run's on-demand mux removed its socket and lock (it does so after
+    ansible-playbook has exited, so not necessarily before the run's wait() returns)."""
+    directory = mux_dir(env)
+    assert _wait_until(lambda: not list(directory.iterdir()), MUX_EXIT_SECONDS), (
+        f"the mux left {sorted(p.name for p in directory.iterdir())} "
+        f"{MUX_EXIT_SECONDS} s after ansible-playbook exited"
+    )
+
+
 def assert_same(
     baseline: PlaybookRun,
     candidate: PlaybookRun,
@@ -143,7 +157,7 @@ def test_standalone_matches_stock(
         run.check_strategy()
     check_expected(runs[0], playbook)
     assert_same(*runs, fallback=options["fallback"], stock_tasks=LOCAL_TASKS.get(playbook, ()))
-    assert not list(mux_dir(standalone_env(mux_runtime)).iterdir())
+    assert_mux_gone(standalone_env(mux_runtime))
 
 
 def test_one_mux_for_five_hosts(harness: Harness, mux_runtime: Path) -> None:
@@ -157,7 +171,7 @@ def test_one_mux_for_five_hosts(harness: Harness, mux_runtime: Path) -> None:
     assert len(hosts) == 5, hosts
     assert run.stdout.count(MUX_STARTED) == 1, run.describe()
     assert not served.check_mitogen(run.records)
-    assert not list(mux_dir(env).iterdir())
+    assert_mux_gone(env)
 
 
 def _mux_pid(directory: Path, deadline: float) -> int:
@@ -230,7 +244,7 @@ def test_mux_exits_after_sigkill(harness: Harness, mux_runtime: Path) -> None:
     _wait_until(lambda: not _alive(pid) and not _account_processes(account.uid), 15)
     assert not _alive(pid), "the mux outlived ansible-playbook"
     assert not _account_processes(account.uid), "target processes outlived ansible-playbook"
-    assert not list(mux_dir(env).iterdir())
+    assert_mux_gone(env)
 
 
 def test_local_matches_stock_local(harness: Harness, mux_runtime: Path) -> None:
@@ -304,7 +318,7 @@ def test_reset_connection_gives_a_new_context(
         ], run.describe()
     if strategy == "linear":
         assert_same(*runs)
-        assert not list(mux_dir(env).iterdir())
+        assert_mux_gone(env)
     else:
         make_comparison(*runs).assert_same()
 
@@ -334,4 +348,4 @@ def test_delegate_to_localhost_uses_localhosts_connection(
     for run in runs:
         run.check_strategy()
     assert_same(*runs, ignore=("delta", "start", "end"), stock_tasks=("connection local",))
-    assert not list(mux_dir(env).iterdir())
+    assert_mux_gone(env)

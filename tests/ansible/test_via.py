@@ -26,7 +26,7 @@ import pytest
 
 from tests.ansible import served
 from tests.ansible.harness import PLAYBOOKS, Harness
-from tests.ansible.test_standalone import assert_same, mux_dir, standalone_env
+from tests.ansible.test_standalone import assert_mux_gone, assert_same, standalone_env
 from tests.testbed import Testbed
 from tests.testbed.sshd import free_port
 
@@ -161,7 +161,7 @@ def test_a_host_behind_a_bastion_without_the_strategy(
         f"ssh {harness.account('plain').name}@{sshd.address}:{sshd.port} "
     )
     assert chain in runs[1].stdout, runs[1].describe()
-    assert not list(mux_dir(env).iterdir())
+    assert_mux_gone(env)
 
 
 def test_hosts_behind_a_bastion_go_through_its_one_context_without_the_strategy(
@@ -179,7 +179,7 @@ def test_hosts_behind_a_bastion_go_through_its_one_context_without_the_strategy(
     for host in via:
         assert run.result(host, "ssh client uid")["stdout"] == uid, run.describe()
     assert run.result("bastion", "ssh clients of the bastion's context")["stdout"] == "2"
-    assert not list(mux_dir(env).iterdir())
+    assert_mux_gone(env)
 
 
 def test_unfollowable_settings_and_a_dead_bastion_name_the_hosts(
