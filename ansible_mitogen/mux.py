@@ -1,13 +1,13 @@
 """The mux: one process per ansible-playbook run that owns every connection.
 
 It is started by the strategy in the top-level controller process (see
-process.py) as `python -m ansible_mitogen.mux`, prints the path of its UNIX
-socket on stdout, and serves until its stdin reaches EOF, which happens
-when ansible-playbook exits for any reason (even SIGKILL). It then shuts
-every target context down, so nothing is left on the controller or the
-targets. Started on demand by a worker instead (ondemand.py: runs without a
-Mitogen strategy), it listens on the socket path ondemand.SOCKET_VARIABLE
-names and serves until the owner ondemand.OWNER_VARIABLE names has exited.
+process.py) as `python -m ansible_mitogen.mux`, listens on the UNIX socket
+process.SOCKET_VARIABLE names, then prints that path on stdout (workers wait
+for it), and serves until its stdin reaches EOF, which happens when
+ansible-playbook exits for any reason (even SIGKILL). It then shuts every
+target context down, so nothing is left on the controller or the targets.
+Started on demand by a worker instead (ondemand.py: runs without a Mitogen
+strategy), it serves until the owner ondemand.OWNER_VARIABLE names has exited.
 
 The interpreter limits (services.Limits) arrive in the environment variables
 of services.LIMIT_VARIABLES, which the strategy sets from ansible.cfg or the
@@ -33,6 +33,7 @@ import threading
 
 import ansible_mitogen.logs
 import ansible_mitogen.ondemand
+import ansible_mitogen.process
 import ansible_mitogen.services
 import ansible_mitogen.stack_dump
 import mitogen.bootstrap
@@ -139,11 +140,9 @@ def main() -> None:
     )
     # not for the contexts the mux starts (a local one would pass them on)
     owner_text = os.environ.pop(ansible_mitogen.ondemand.OWNER_VARIABLE, None)
-    socket_path = os.environ.pop(ansible_mitogen.ondemand.SOCKET_VARIABLE, None)
+    socket_path = os.environ.pop(ansible_mitogen.process.SOCKET_VARIABLE, None)
     owner = ansible_mitogen.ondemand.Owner.decode(owner_text) if owner_text else None
-    listener = mitogen.unix.listen(
-        router, path=socket_path if owner else None, grant_authority=True
-    )
+    listener = mitogen.unix.listen(router, path=socket_path, grant_authority=True)
     responder = router.responder
     assert isinstance(responder, mitogen.master.ModuleResponder)
     responder.serve_only(SERVED_MODULES)

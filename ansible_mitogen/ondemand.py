@@ -12,10 +12,12 @@ owned by us, checked before use):
 - `mux-KEY.sock`: the mux's socket (mitogen.unix also checks each peer's uid).
 
 The mux is started in a session of its own (a worker's group may be killed, and Ctrl-C
-must reach ansible-playbook first) with OWNER_VARIABLE and SOCKET_VARIABLE set; it
+must reach ansible-playbook first) with OWNER_VARIABLE and process.SOCKET_VARIABLE set; it
 listens on the socket and watches its owner (wait_for_exit(): a pidfd, or polling), so it
 exits when ansible-playbook exits however that happens (end of run, Ctrl-C, SIGKILL),
-removing both files. Two runs never share a mux: their owners differ.
+removing both files. Two runs never share a mux: their owners differ. A Mitogen
+strategy's mux (strategy.py) listens on the same `mux-KEY.sock` of its ansible-playbook,
+so a run has one mux whichever started it.
 """
 
 from __future__ import annotations
@@ -33,10 +35,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import ansible_mitogen.process
+import mitogen.core
 
-#: Environment of an on-demand mux: its owner ("PID:START") and its socket path.
+#: Environment of an on-demand mux: its owner ("PID:START"); its socket path is in
+#: process.SOCKET_VARIABLE.
 OWNER_VARIABLE = "MITOGEN_ANSIBLE_MUX_OWNER"
-SOCKET_VARIABLE = "MITOGEN_ANSIBLE_MUX_SOCKET"
 #: Seconds between checks of the owner where pidfds are not available.
 POLL_SECONDS = 0.5
 #: The size of sockaddr_un.sun_path on Linux.
@@ -165,7 +168,7 @@ def find_or_start(settings: Mapping[str, str]) -> tuple[str, int | None]:
 def _spawn(owner: Owner, sock: str, settings: Mapping[str, str]) -> int:
     argv, env = ansible_mitogen.process.mux_command(settings)
     env[OWNER_VARIABLE] = owner.encode()
-    env[SOCKET_VARIABLE] = sock
+    env[ansible_mitogen.process.SOCKET_VARIABLE] = sock
     env.pop(ansible_mitogen.process.ENV_PATH, None)
     # What the mux says on stderr (unlinked at once): shown if it fails to start.
     errors = tempfile.TemporaryFile(dir=os.path.dirname(sock))
@@ -180,9 +183,7 @@ def _spawn(owner: Owner, sock: str, settings: Mapping[str, str]) -> int:
     )
     assert proc.stdout is not None
     try:
-        line = ansible_mitogen.process.read_line(
-            proc.stdout.fileno(), ansible_mitogen.process.START_TIMEOUT
-        )
+        line = read_line(proc.stdout.fileno(), ansible_mitogen.process.START_TIMEOUT)
     finally:
         proc.stdout.close()
     if line != sock:
@@ -200,6 +201,21 @@ def _spawn(owner: Owner, sock: str, settings: Mapping[str, str]) -> int:
     # that no Popen finaliser waits for it or warns about it.
     _STARTED.append(proc)
     return proc.pid
+
+
+def read_line(fd: int, timeout: float) -> str:
+    """Read one line from `fd` within `timeout` seconds ('' on EOF)."""
+    data = b""
+    deadline = mitogen.core.now() + timeout
+    while not data.endswith(b"\n"):
+        remaining = deadline - mitogen.core.now()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            return ""
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return ""
+        data += chunk
+    return data.decode().strip()
 
 
 def wait_for_exit(owner: Owner) -> None:

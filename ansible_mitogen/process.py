@@ -3,10 +3,14 @@
 `MuxProcess.start()` runs once per ansible-playbook process (strategies are
 made per play and per serial batch; the mux outlives them). It spawns
 `python -m ansible_mitogen.mux` rather than forking, because the controller
-already runs threads. The socket path travels to workers in the
-environment, which they inherit when forked. `get_router()` gives each
-process (worker, or the controller itself for meta: reset_connection) its
-own connection to the mux, made on first use. With a `log_sink`, the mux's
+already runs threads, and does not wait for it: the caller names the socket
+path (SOCKET_VARIABLE tells the mux), which travels to workers in the
+environment, so the play goes on while the mux starts (0.1-0.3 s). The mux
+writes a line on its stdout once it listens; `get_router()` in any process
+forked from ansible-playbook waits for the pipe to become readable (that
+line, or EOF if the mux died) before it connects, then gives the process
+(worker, or the controller itself for meta: reset_connection) its own
+connection to the mux, made on first use. With a `log_sink`, the mux's
 stderr comes back on a pipe whose lines a thread hands to the sink (logs.py).
 """
 
@@ -28,6 +32,8 @@ import mitogen.unix
 
 #: Environment variable holding the mux socket path.
 ENV_PATH = "MITOGEN_ANSIBLE_MUX"
+#: The mux's own environment variable: the socket path it listens on.
+SOCKET_VARIABLE = "MITOGEN_ANSIBLE_MUX_SOCKET"
 
 #: Seconds allowed for the mux to start, and to exit at the end.
 START_TIMEOUT = 30.0
@@ -47,21 +53,33 @@ class MuxProcess:
     #: The read end of the mux's stderr and the thread relaying it, with a log_sink.
     _log_fd: int | None = None
     _log_thread: threading.Thread | None = None
+    #: The read end of the mux's stdout, kept by every process forked from this one:
+    #: readable once the mux listens (its line) or has exited (EOF).
+    _ready_fd: int | None = None
 
     @classmethod
     def start(
         cls,
+        socket_path: str,
         settings: Mapping[str, str] | None = None,
         log_sink: Callable[[str], None] | None = None,
     ) -> str:
-        """Start the mux unless running; return its socket path. `settings`
-        are environment variables for the mux alone (see mux.py), and
-        `log_sink` is given each line the mux writes to its stderr (else its
-        stderr is ours); both are used only when it starts."""
+        """Start the mux listening on `socket_path` unless running, without waiting for
+        it; return its socket path. `settings` are environment variables for the mux
+        alone (see mux.py), and `log_sink` is given each line the mux writes to its
+        stderr (else its stderr is ours); all three are used only when it starts."""
         with cls._lock:
             if cls._proc is None or cls._proc.poll() is not None:
-                cls._spawn(settings or {}, log_sink)
+                cls._spawn(socket_path, settings or {}, log_sink)
             return os.environ[ENV_PATH]
+
+    @classmethod
+    def wait_ready(cls, timeout: float = START_TIMEOUT) -> None:
+        """Return once the mux this process (or its parent) started listens or has exited
+        (the connect that follows then fails); at once when none was started here."""
+        fd = cls._ready_fd
+        if fd is not None and not select.select([fd], [], [], timeout)[0]:
+            raise MuxError("the Mitogen mux process did not listen within %d seconds" % timeout)
 
     @classmethod
     def pid(cls) -> int | None:
@@ -70,9 +88,16 @@ class MuxProcess:
         return proc.pid if proc is not None and proc.poll() is None else None
 
     @classmethod
-    def _spawn(cls, settings: Mapping[str, str], log_sink: Callable[[str], None] | None) -> None:
+    def _spawn(
+        cls,
+        socket_path: str,
+        settings: Mapping[str, str],
+        log_sink: Callable[[str], None] | None,
+    ) -> None:
         argv, env = mux_command(settings)
+        env[SOCKET_VARIABLE] = socket_path
         cls._stop_relay()  # a previous mux's, which has exited
+        cls._close_ready()
         stderr = None
         if log_sink is not None:
             # a bare pipe, not a file object: workers fork while the relay thread reads it
@@ -92,14 +117,12 @@ class MuxProcess:
         if cls._log_fd is not None and log_sink is not None:
             cls._log_thread = ansible_mitogen.logs.relay(cls._log_fd, log_sink)
         assert proc.stdout is not None
-        line = read_line(proc.stdout.fileno(), START_TIMEOUT)
-        if not line:
-            proc.kill()
-            proc.wait()
-            cls._stop_relay()
-            raise MuxError("the Mitogen mux process failed to start (exit status %s)", proc.poll())
+        # a bare descriptor: the file object would close it when a forked worker drops
+        # its copy of `proc`
+        cls._ready_fd = os.dup(proc.stdout.fileno())
+        proc.stdout.close()
         cls._proc = proc
-        os.environ[ENV_PATH] = line
+        os.environ[ENV_PATH] = socket_path
         if not cls._fork_hook:
             os.register_at_fork(after_in_child=cls._forget_in_child)
             cls._fork_hook = True
@@ -116,6 +139,12 @@ class MuxProcess:
         log_fd, cls._log_fd, cls._log_thread = cls._log_fd, None, None
         if log_fd is not None:
             os.close(log_fd)
+
+    @classmethod
+    def _close_ready(cls) -> None:
+        fd, cls._ready_fd = cls._ready_fd, None
+        if fd is not None:
+            os.close(fd)
 
     @classmethod
     def _stop_relay(cls) -> None:
@@ -137,14 +166,14 @@ class MuxProcess:
             proc, cls._proc = cls._proc, None
         if proc is None:
             return
-        assert proc.stdin is not None and proc.stdout is not None
+        assert proc.stdin is not None
         proc.stdin.close()
         try:
             proc.wait(STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        proc.stdout.close()
+        cls._close_ready()
         cls._stop_relay()
         os.environ.pop(ENV_PATH, None)
 
@@ -160,21 +189,6 @@ def mux_command(settings: Mapping[str, str]) -> tuple[list[str], dict[str, str]]
     return [sys.executable, "-m", "ansible_mitogen.mux"], env
 
 
-def read_line(fd: int, timeout: float) -> str:
-    """Read one line from `fd` within `timeout` seconds ('' on EOF)."""
-    data = b""
-    deadline = mitogen.core.now() + timeout
-    while not data.endswith(b"\n"):
-        remaining = deadline - mitogen.core.now()
-        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-            return ""
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            return ""
-        data += chunk
-    return data.decode().strip()
-
-
 _connection: dict[str, object] = {}
 
 
@@ -187,6 +201,7 @@ def get_router() -> tuple[mitogen.parent.Router, mitogen.core.Context]:
                 "the Mitogen mux is not running: use a mitogen_* strategy "
                 "(or the ansible_mitogen strategy plugins) to start it"
             )
+        MuxProcess.wait_ready()
         try:
             router, mux = mitogen.unix.connect(path)
         except mitogen.unix.ConnectError as e:

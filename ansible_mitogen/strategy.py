@@ -28,6 +28,7 @@ from ansible.utils.display import Display
 import ansible_mitogen
 import ansible_mitogen.connection
 import ansible_mitogen.logs
+import ansible_mitogen.ondemand
 import ansible_mitogen.process
 import ansible_mitogen.services
 from ansible_mitogen import compat, loaders
@@ -99,7 +100,9 @@ def start_mux() -> None:
         raise AnsibleOptionsError(f"Mitogen setting {e}") from None
     if level is not None:
         settings[ansible_mitogen.logs.LEVEL_VARIABLE] = level
-    ansible_mitogen.process.MuxProcess.start(settings, log_sink=display_mux_line)
+    owner = ansible_mitogen.ondemand.current_owner()
+    socket_path = ansible_mitogen.ondemand.paths(owner)[1]
+    ansible_mitogen.process.MuxProcess.start(socket_path, settings, log_sink=display_mux_line)
     pid = ansible_mitogen.process.MuxProcess.pid()
     if pid != running:
         display.vvv(

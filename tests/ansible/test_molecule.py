@@ -29,6 +29,7 @@ import pytest
 from tests.ansible import molecule_runner
 from tests.ansible.harness import Harness
 from tests.ansible.molecule_runner import APP_ROOT, APP_USER, MoleculeRun
+from tests.ansible.test_standalone import assert_mux_gone
 from tests.testbed.containers import Dockerd
 
 pytestmark = [pytest.mark.needs_testbed, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -143,7 +144,7 @@ def connection_only_run(
             tmp_path_factory.mktemp("molecule-connection-only"),
             {**CONNECTION_ONLY, "XDG_RUNTIME_DIR": str(runtime)},
         )
-        assert not list(runtime.glob("ansible-mitogen-*/*")), "the on-demand mux left files"
+        assert_mux_gone({"XDG_RUNTIME_DIR": str(runtime)})
     finally:
         shutil.rmtree(runtime)
 

@@ -68,6 +68,7 @@ def assert_mux_gone(env: dict[str, str]) -> None:
     """The run's on-demand mux removed its socket and lock (it does so after
     ansible-playbook has exited, so not necessarily before the run's wait() returns)."""
     directory = mux_dir(env)
+    assert directory.is_dir(), f"no mux ran: {directory} is missing"
     assert _wait_until(lambda: not list(directory.iterdir()), MUX_EXIT_SECONDS), (
         f"the mux left {sorted(p.name for p in directory.iterdir())} "
         f"{MUX_EXIT_SECONDS} s after ansible-playbook exited"
