@@ -76,12 +76,13 @@ class StrategyMixin:
 
     def run(self, iterator: Any, play_context: Any, *args: Any, **kwargs: Any) -> Any:
         compat.check_supported()
+        # First, so that the mux starts (0.1-0.3 s) while the plugins below load.
+        start_mux()
         connection_loader.add_directory(CONNECTION_PLUGINS)
         for name in set(self.connection_redirects.values()):
             # Loaded here once, so forked workers inherit the module and its
             # parsed DOCUMENTATION instead of redoing both for every task.
             connection_loader.get(name, class_only=True)
-        start_mux()
         install_hooks(self.connection_redirects, self.action_mixin)
         try:
             return super().run(iterator, play_context, *args, **kwargs)  # type: ignore[misc]

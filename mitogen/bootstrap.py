@@ -118,6 +118,14 @@ def frame_blob(data):
     return ("%010d" % (len(data),)).encode() + data
 
 
+def served_names(router):
+    """The module names a new child may fetch from this context (the Importer's
+    whitelist; empty: any): what the master's ModuleResponder serves, or in a child,
+    what its ModuleForwarder's parent serves (requests for others are refused)."""
+    responder = getattr(router, "responder", None)
+    return (responder is not None and responder.served) or ()
+
+
 def get_log_level():
     """The root logger's effective level, which children log at."""
     return logging.getLogger().getEffectiveLevel()
@@ -275,7 +283,7 @@ class Connection:
             "log_level": get_log_level(),
             "debug": self.options.debug,
             "max_message_size": self.options.max_message_size,
-            "whitelist": [],
+            "whitelist": list(served_names(self._router)),
             "blacklist": [],
         }
 

@@ -34,7 +34,7 @@ from mitogen.child import (
     takes_econtext,
     takes_router,
 )
-from mitogen.importer import Importer
+from mitogen.importer import Importer, is_served
 from mitogen.router import Context, Router
 from mitogen.streams import (
     CHUNK_SIZE,

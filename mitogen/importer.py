@@ -14,10 +14,21 @@ from mitogen.channels import Latch
 from mitogen.wire import GET_MODULE, LOAD_MODULE, Message, has_parent_authority, listen, to_text
 
 
+def is_served(fullname, names):
+    """Is module `fullname` among `names`: one of them, under one ("mitogen" covers
+    mitogen.ssh), or a package holding one ("pkg.mod" covers pkg)?"""
+    return any(
+        fullname == name or fullname.startswith(name + ".") or name.startswith(fullname + ".")
+        for name in names
+    )
+
+
 class Importer:
     """A sys.meta_path finder that fetches modules the target lacks (and
     always Mitogen itself and __main__) from the parent, caching answers,
-    including negative ones."""
+    including negative ones. With a `whitelist` (the names the parent serves,
+    see is_served()), it never asks for another module: the answer would be
+    "not found", one round trip later."""
 
     #: Top-level names always fetched from the parent.
     ALWAYS_REMOTE = ("mitogen", "__main__")
@@ -85,7 +96,7 @@ class Importer:
             return True
         if self.blacklist and fullname.startswith(self.blacklist):
             return False
-        if self.whitelist and not fullname.startswith(self.whitelist):
+        if self.whitelist and not is_served(fullname, self.whitelist):
             return False
         if fullname in sys.builtin_module_names:
             return False

@@ -20,6 +20,7 @@ import zlib
 
 import mitogen
 import mitogen.core
+import mitogen.importer
 import mitogen.parent
 import mitogen.process_monitor
 import mitogen.select
@@ -351,13 +352,16 @@ class ModuleResponder:
         import a module tries, or a module a hostile child asks for to read its source)."""
         self._served = tuple(names)
 
+    @property
+    def served(self):
+        """The names given to serve_only() (None: every module is served). Children are
+        told them, and never ask for another module."""
+        return self._served
+
     def serves(self, fullname):
         """Would a request for module `fullname` be answered (see serve_only())?"""
         served = self._served
-        return served is None or any(
-            fullname == name or fullname.startswith(name + ".") or name.startswith(fullname + ".")
-            for name in served
-        )
+        return served is None or mitogen.importer.is_served(fullname, served)
 
     def prepare(self, names):
         """Build the replies for modules `names` and their related modules

@@ -157,6 +157,11 @@ class ModuleForwarder:
     def __repr__(self):
         return "ModuleForwarder()"
 
+    @property
+    def served(self):
+        """What the parent serves (ModuleResponder.served), None for everything."""
+        return self.importer.whitelist or None
+
     def _on_get_module(self, msg):
         if msg.is_dead:
             return

@@ -161,3 +161,17 @@ def test_serve_only_answers_other_packages_not_found(router):
     assert not router.responder.serves("mitogenx") and not router.responder.serves(
         "typing_extensions"
     )
+
+
+def test_children_never_ask_for_what_the_master_does_not_serve(router):
+    """serve_only() travels to children (and theirs): a module outside it is not
+    found without a request; a served one still comes from the master."""
+    router.responder.serve_only(("mitogen", "tests"))
+    hop = router.local(name="hop")
+    for context in (hop, router.local(via=hop)):
+        before = router.responder.get_module_count
+        for name in ("mitogen_test_wirepkg", "mitogen_no_such_mod"):
+            assert context.call(remote_helpers.try_import, name).startswith("ImportError")
+        assert router.responder.get_module_count == before
+        path = context.call(remote_helpers.import_and_report, "mitogen.fakessh")[0]
+        assert path.startswith("master:")
